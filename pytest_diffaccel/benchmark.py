@@ -1,0 +1,137 @@
+"""``diffaccel_benchmark(pipe, **call_kwargs)``: measure, compare with the fp32 reference and the baseline, judge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from . import fidelity, verdict
+from .config import Settings
+from .measure import measure, one_line
+from .results import Result
+from .session import DiffaccelSession, TechniqueFailed
+from .techniques import Spec
+
+# The CPU's resident-set estimate moves by a few MiB between identical runs.
+MEMORY_SLACK = {"cuda": 1 << 20, "cpu": 64 << 20}
+
+
+class Benchmark:
+    """The ``diffaccel_benchmark`` fixture's value: call it with the pipeline under test."""
+
+    def __init__(
+        self,
+        state: DiffaccelSession,
+        item: pytest.Item,
+        spec: Spec,
+        settings: Settings,
+        applied: Any = None,
+        progress: Any = None,
+    ) -> None:
+        self.state = state
+        self.item = item
+        self.spec = spec
+        self.settings = settings
+        self.applied = applied  # the ApplyContext of diffaccel_pipeline, when used
+        self.progress = progress
+        self.results: list[Result] = []
+
+    def __call__(self, pipe: Any, **call_kwargs: Any) -> Result:
+        state, settings, spec = self.state, self.settings, self.spec
+        call = state.call_for(settings).with_extra(call_kwargs)
+        test_id = self.item.nodeid if not self.results else f"{self.item.nodeid}#{len(self.results) + 1}"
+        reference = state.reference(call, settings, self.progress)
+        contexts = list(self.applied.call_contexts) if self.applied is not None else []
+        if state.device == "cuda" and not any(p.technique.name == "tf32" for p in spec.parts):
+            from .techniques.precision import tf32
+
+            contexts.insert(0, lambda: tf32(False))
+        try:
+            measurement = measure(
+                pipe,
+                call,
+                device=state.device,
+                contexts=contexts,
+                min_rounds=settings.rounds,
+                max_rounds=settings.max_rounds,
+                max_time=settings.max_time,
+                warmup=settings.warmup,
+                compiles=spec.compiles,
+                progress=self.progress,
+            )
+        except Exception as error:
+            raise TechniqueFailed(f"{spec.name}: the call failed: {one_line(error)}") from error
+
+        why_broken = fidelity.broken(measurement.images)
+        scores = None if why_broken else fidelity.compare(measurement.images, reference.images)
+        min_ssim = settings.min_ssim if settings.min_ssim is not None else spec.min_ssim
+        speedup = reference.median / measurement.median
+        entry, note = state.baseline_for(test_id, call)
+        baseline_samples = list(entry["samples"]) if entry else None
+        baseline_peak = entry.get("peak_memory") if entry else None
+        if entry and entry.get("memory_kind") not in (None, measurement.memory_kind):
+            baseline_peak = None
+        decision = verdict.decide(
+            verdict.Inputs(
+                broken=why_broken,
+                ssim=scores.ssim if scores else None,
+                psnr=scores.psnr if scores else None,
+                min_ssim=min_ssim,
+                samples=measurement.samples,
+                baseline_samples=baseline_samples,
+                max_slowdown=settings.max_slowdown,
+                alpha=settings.alpha,
+                peak_memory=measurement.peak_memory,
+                baseline_peak_memory=baseline_peak,
+                max_memory_increase=settings.max_memory_increase,
+                memory_slack=MEMORY_SLACK.get(state.device, 0),
+                speedup=speedup,
+                min_speedup=settings.min_speedup,
+                baseline_note=note,
+                failures=measurement.failures,
+            )
+        )
+        notes = list(self.applied.notes) if self.applied is not None else []
+        notes += list(decision.notes)
+        if state.info.random_weights:
+            notes.append("random weights: fidelity says little about real pictures")
+        result = Result(
+            test_id=test_id,
+            technique=spec.name,
+            outcome="failed" if decision.failed else "passed",
+            samples=measurement.samples,
+            warmup=measurement.warmup,
+            compile_seconds=measurement.compile_seconds if spec.compiles else None,
+            stop_reason=measurement.stop_reason,
+            timer=measurement.timer,
+            peak_memory=measurement.peak_memory,
+            memory_kind=measurement.memory_kind,
+            syncs_per_step=measurement.syncs_per_step,
+            ssim=scores.ssim if scores else None,
+            psnr=scores.psnr if scores else None,
+            min_ssim=min_ssim,
+            speedup=speedup,
+            reference_median=reference.median,
+            baseline_note=note,
+            verdict=decision,
+            notes=notes,
+            call=call.describe(),
+            model=state.info.name,
+            random_weights=state.info.random_weights,
+            device=state.device,
+            images=measurement.images,
+            reference_images=reference.images,
+            baseline_samples=baseline_samples,
+        )
+        self.results.append(result)
+        for name, value in (
+            ("diffaccel_technique", spec.name),
+            ("diffaccel_median_s", result.median),
+            ("diffaccel_speedup", None if speedup is None else round(speedup, 4)),
+            ("diffaccel_ssim", None if result.ssim is None else round(result.ssim, 5)),
+            ("diffaccel_peak_memory", result.peak_memory),
+            ("diffaccel_verdict", result.headline),
+        ):
+            self.item.user_properties.append((name, value))
+        return result

@@ -1,0 +1,469 @@
+"""Settings: every option once, its ini twin, its parser, and the one precedence rule.
+
+Precedence, for every setting: ``@pytest.mark.diffaccel(...)`` > command line > ini > default.
+
+This module imports neither torch nor diffusers: it runs for every pytest invocation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PREFIX = "diffaccel"
+SAVE_MODES = ("all", "missing")
+COMPARE_MODES = ("absolute", "relative")
+
+
+class SettingError(ValueError):
+    """A bad value; the message names the setting and says what is expected."""
+
+
+# ----------------------------------------------------------------------------- parsers
+
+
+def parse_percent(value: Any, name: str) -> float:
+    """'5%', '5' and 5 all mean five percent; returns the fraction 0.05."""
+    text = str(value).strip()
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*%?", text)
+    if not match:
+        raise SettingError(f"{name}: {value!r} is not a percentage; write it like 5% (or 5)")
+    return float(match.group(1)) / 100.0
+
+
+def parse_fraction(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SettingError(f"{name}: {value!r} is not a number; write a value between 0 and 1, e.g. 0.95") from None
+    if not 0.0 <= number <= 1.0:
+        raise SettingError(f"{name}: {value!r} is outside [0, 1]; SSIM thresholds are between 0 and 1, e.g. 0.95")
+    return number
+
+
+def parse_positive_int(value: Any, name: str) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise SettingError(f"{name}: {value!r} is not a whole number; write e.g. 8") from None
+    if number < 1:
+        raise SettingError(f"{name}: {value!r} must be at least 1")
+    return number
+
+
+def parse_int(value: Any, name: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise SettingError(f"{name}: {value!r} is not a whole number") from None
+
+
+def parse_positive_float(value: Any, name: str) -> float:
+    try:
+        number = float(str(value).strip().rstrip("s"))
+    except ValueError:
+        raise SettingError(f"{name}: {value!r} is not a number; write e.g. 30") from None
+    if number <= 0:
+        raise SettingError(f"{name}: {value!r} must be positive")
+    return number
+
+
+def parse_size(value: Any, name: str) -> tuple[int, int]:
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        height, width = (parse_positive_int(v, name) for v in value)
+        return height, width
+    match = re.fullmatch(r"\s*(\d+)\s*[xX*]\s*(\d+)\s*", str(value))
+    if not match:
+        raise SettingError(f"{name}: {value!r} is not a size; write HEIGHTxWIDTH, e.g. 512x512")
+    height, width = int(match.group(1)), int(match.group(2))
+    if height < 8 or width < 8 or height % 8 or width % 8:
+        raise SettingError(f"{name}: {value!r}: height and width must be multiples of 8, at least 8")
+    return height, width
+
+
+def parse_list(value: Any, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        parts = [p.strip() for chunk in value.splitlines() for p in chunk.split(",")]
+    elif isinstance(value, Sequence):
+        parts = [str(p).strip() for p in value]
+    else:
+        raise SettingError(f"{name}: {value!r} is not a comma-separated list")
+    items = tuple(p for p in parts if p)
+    if not items:
+        raise SettingError(f"{name}: the list is empty")
+    return items
+
+
+def parse_prompts(value: Any, name: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [line.strip() for line in value.splitlines()]
+    elif isinstance(value, Sequence):
+        items = [str(v).strip() for v in value]
+    else:
+        raise SettingError(f"{name}: {value!r} is not a prompt or a list of prompts")
+    prompts = tuple(p for p in items if p)
+    if not prompts:
+        raise SettingError(f"{name}: no prompt given")
+    return prompts
+
+
+def parse_choice(choices: Sequence[str]) -> Callable[[Any, str], str]:
+    def parse(value: Any, name: str) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise SettingError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingError(f"{name}: {value!r} is not true or false")
+
+
+def parse_text(value: Any, name: str) -> str:
+    text = str(value).strip()
+    if not text:
+        raise SettingError(f"{name}: empty value")
+    return text
+
+
+def parse_path(value: Any, name: str) -> Path:
+    return Path(parse_text(value, name))
+
+
+def parse_gpu_ids(value: Any, name: str) -> tuple[int, ...]:
+    ids = tuple(parse_int(v, name) for v in parse_list(value, name))
+    if any(i < 0 for i in ids):
+        raise SettingError(f"{name}: {value!r}: GPU indices are 0 or more")
+    return ids
+
+
+# ----------------------------------------------------------------------------- the option table
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # settings field; CLI --diffaccel-<name with dashes>, ini diffaccel_<name>
+    parse: Callable[[Any, str], Any]
+    help: str
+    metavar: str | None = None
+    flag: bool = False  # store_true on the command line
+    repeatable: bool = False  # append on the command line
+    marker: bool = False  # may be set per test with @pytest.mark.diffaccel(...)
+    choices: Sequence[str] | None = None
+
+    @property
+    def cli(self) -> str:
+        return f"--{PREFIX}-{self.name.replace('_', '-')}"
+
+    @property
+    def ini(self) -> str:
+        return f"{PREFIX}_{self.name}"
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("gpu", parse_bool, "run on CUDA; without CUDA this is a usage error. Default: the CPU.", flag=True),
+    Option(
+        "model",
+        parse_text,
+        "bundled preset (tiny-sd, tiny-sdxl, tiny-flux, sd15-arch, sdxl-arch, flux-arch), a local diffusers "
+        "folder or a hub id. Default: tiny-sd.",
+        metavar="ID_OR_PATH",
+    ),
+    Option(
+        "techniques",
+        parse_list,
+        "comma-separated technique specs; join registry names with + (bf16+compile); presets expand "
+        "(diffusion-fast). Default: every built-in technique on its own.",
+        metavar="LIST",
+        marker=True,
+    ),
+    Option(
+        "steps",
+        parse_positive_int,
+        "denoising steps of the generation call (default: the model preset's)",
+        metavar="N",
+        marker=True,
+    ),
+    Option("size", parse_size, "image size HEIGHTxWIDTH (default: the model preset's)", metavar="HxW", marker=True),
+    Option("seed", parse_int, "seed of the initial noise (default 0)", metavar="N", marker=True),
+    Option(
+        "prompt",
+        parse_prompts,
+        "a prompt; repeat the option for several (default: the preset's)",
+        metavar="TEXT",
+        repeatable=True,
+        marker=True,
+    ),
+    Option("batch", parse_positive_int, "images per prompt (default 1)", metavar="N", marker=True),
+    Option("guidance", parse_positive_float, "guidance scale (default: the preset's)", metavar="X", marker=True),
+    Option("baselines", parse_path, "baseline folder (default: baselines/ under the rootdir)", metavar="DIR"),
+    Option(
+        "save",
+        parse_choice(SAVE_MODES),
+        "write baselines of the tests that ran and passed the fidelity gate: all (replace) or missing "
+        "(only new entries). The only way a baseline changes.",
+        choices=SAVE_MODES,
+    ),
+    Option(
+        "machine", parse_text, "machine key for baselines (default: derived from the GPU or CPU model)", metavar="NAME"
+    ),
+    Option(
+        "max_slowdown",
+        lambda v, n: parse_percent(v, n),
+        "latency regression threshold on the median ratio, e.g. 5% (default 10%)",
+        metavar="PCT",
+        marker=True,
+    ),
+    Option(
+        "min_ssim",
+        parse_fraction,
+        "SSIM threshold vs the fp32 reference, overriding the technique's own",
+        metavar="X",
+        marker=True,
+    ),
+    Option(
+        "max_memory_increase",
+        lambda v, n: parse_percent(v, n),
+        "memory regression threshold vs the baseline peak, e.g. 10% (default 10%)",
+        metavar="PCT",
+        marker=True,
+    ),
+    Option(
+        "min_speedup",
+        parse_positive_float,
+        "fail when the speed-up vs the fp32 reference of this run is below X (default: no gate)",
+        metavar="X",
+        marker=True,
+    ),
+    Option(
+        "alpha",
+        parse_fraction,
+        "significance level of the one-sided latency test (default 0.01)",
+        metavar="P",
+        marker=True,
+    ),
+    Option(
+        "rounds",
+        parse_positive_int,
+        "minimum timed rounds per test (default 8; at least 6 keeps the test able to reach p<0.01)",
+        metavar="N",
+        marker=True,
+    ),
+    Option("max_rounds", parse_positive_int, "maximum timed rounds per test (default 30)", metavar="N", marker=True),
+    Option(
+        "max_time",
+        parse_positive_float,
+        "time budget per test for timed rounds beyond the minimum, seconds (default 20)",
+        metavar="SECONDS",
+        marker=True,
+    ),
+    Option(
+        "warmup",
+        parse_positive_int,
+        "minimum warm-up calls before timing (default 1; compiled techniques warm up until steady)",
+        metavar="N",
+        marker=True,
+    ),
+    Option("json", parse_path, "write a pytest-benchmark compatible JSON report", metavar="PATH"),
+    Option(
+        "md", parse_path, "write a Markdown report (also appended to $GITHUB_STEP_SUMMARY when set)", metavar="PATH"
+    ),
+    Option("html", parse_path, "write a self-contained HTML report with the images", metavar="PATH"),
+    Option(
+        "list_techniques",
+        parse_bool,
+        "list every technique, what it needs and whether it can run here, then exit",
+        flag=True,
+    ),
+)
+OPTIONS_BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}
+MARKER_KEYS: frozenset[str] = frozenset(o.name for o in OPTIONS if o.marker) | {"prompts"}
+
+
+DEFAULTS: Mapping[str, Any] = {
+    "gpu": False,
+    "model": "tiny-sd",
+    "techniques": None,  # the plugin fills in the built-in list
+    "steps": None,
+    "size": None,
+    "seed": 0,
+    "prompt": None,
+    "batch": 1,
+    "guidance": None,
+    "baselines": None,  # <rootdir>/baselines
+    "save": None,
+    "machine": None,
+    "max_slowdown": 0.10,
+    "min_ssim": None,
+    "max_memory_increase": 0.10,
+    "min_speedup": None,
+    "alpha": 0.01,
+    "rounds": 8,
+    "max_rounds": 30,
+    "max_time": 20.0,
+    "warmup": 1,
+    "json": None,
+    "md": None,
+    "html": None,
+    "list_techniques": False,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective settings of a session or, with a marker applied, of one test."""
+
+    gpu: bool = False
+    model: str = "tiny-sd"
+    techniques: tuple[str, ...] | None = None
+    steps: int | None = None
+    size: tuple[int, int] | None = None
+    seed: int = 0
+    prompt: tuple[str, ...] | None = None
+    batch: int = 1
+    guidance: float | None = None
+    baselines: Path | None = None
+    save: str | None = None
+    machine: str | None = None
+    max_slowdown: float = 0.10
+    min_ssim: float | None = None
+    max_memory_increase: float = 0.10
+    min_speedup: float | None = None
+    alpha: float = 0.01
+    rounds: int = 8
+    max_rounds: int = 30
+    max_time: float = 20.0
+    warmup: int = 1
+    json: Path | None = None
+    md: Path | None = None
+    html: Path | None = None
+    list_techniques: bool = False
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpu else "cpu"
+
+    def with_marker(self, kwargs: Mapping[str, Any]) -> Settings:
+        """These settings with a ``diffaccel`` marker's keyword arguments applied on top."""
+        unknown = set(kwargs) - MARKER_KEYS
+        if unknown:
+            raise SettingError(
+                f"@pytest.mark.diffaccel: unknown argument(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(MARKER_KEYS))}"
+            )
+        changes: dict[str, Any] = {}
+        sources = dict(self.sources)
+        for key, value in kwargs.items():
+            name = "prompt" if key == "prompts" else key
+            option = OPTIONS_BY_NAME[name]
+            changes[name] = option.parse(value, f"@pytest.mark.diffaccel({key}=...)")
+            sources[name] = "marker"
+        return dataclasses.replace(self, sources=sources, **changes)
+
+    def describe(self) -> str:
+        """One line that reproduces the run (printed in the report header)."""
+        parts = [f"device={self.device}", f"model={self.model}"]
+        if self.techniques:
+            parts.append(f"techniques={','.join(self.techniques)}")
+        for name in ("steps", "size", "seed", "batch", "guidance"):
+            value = getattr(self, name)
+            if value is None:
+                parts.append(f"{name}=preset")
+            elif name == "size":
+                parts.append(f"size={value[0]}x{value[1]}")
+            else:
+                parts.append(f"{name}={value}")
+        parts.append(f"max-slowdown={self.max_slowdown:.0%}")
+        parts.append(f"alpha={self.alpha:g}")
+        parts.append(f"rounds={self.rounds}..{self.max_rounds}")
+        parts.append(f"max-time={self.max_time:g}s")
+        if self.min_ssim is not None:
+            parts.append(f"min-ssim={self.min_ssim:g}")
+        if self.min_speedup is not None:
+            parts.append(f"min-speedup={self.min_speedup:g}")
+        if self.save:
+            parts.append(f"save={self.save}")
+        if self.machine:
+            parts.append(f"machine={self.machine}")
+        return " ".join(parts)
+
+
+# ----------------------------------------------------------------------------- pytest glue
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup(PREFIX, "diffaccel: acceleration regression tests for diffusers pipelines")
+    for option in OPTIONS:
+        kwargs: dict[str, Any] = {
+            "dest": f"{PREFIX}_{option.name}",
+            "help": option.help.replace("%", "%%"),
+            "default": None,
+        }
+        if option.flag:
+            kwargs["action"] = "store_true"
+        elif option.repeatable:
+            kwargs["action"] = "append"
+        if option.metavar and not option.flag:
+            kwargs["metavar"] = option.metavar
+        if option.choices:
+            kwargs["choices"] = list(option.choices)
+        group.addoption(option.cli, **kwargs)
+        parser.addini(
+            option.ini, help=f"ini twin of {option.cli}", type="bool" if option.flag else "string", default=None
+        )
+
+
+def _ini_value(config: pytest.Config, option: Option) -> Any:
+    try:
+        value = config.getini(option.ini)
+    except ValueError:
+        return None
+    if option.flag:
+        return value if value is not None else None
+    if value in (None, "", []):
+        return None
+    return value
+
+
+def settings_from_config(config: pytest.Config) -> Settings:
+    """Command line > ini > default, each value through its option's parser."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for option in OPTIONS:
+        cli_value = config.getoption(f"{PREFIX}_{option.name}", default=None)
+        if option.flag and cli_value is False:
+            cli_value = None
+        if cli_value is not None:
+            raw, source, where = cli_value, "command line", option.cli
+        else:
+            ini_value = _ini_value(config, option)
+            if ini_value is None:
+                continue
+            raw, source, where = ini_value, "ini", f"ini option {option.ini}"
+        try:
+            values[option.name] = option.parse(raw, where)
+        except SettingError as error:
+            raise pytest.UsageError(str(error)) from None
+        sources[option.name] = source
+    settings = Settings(**{**DEFAULTS, **values}, sources=sources)
+    rootdir = Path(str(config.rootpath))
+    baselines = settings.baselines or Path("baselines")
+    if not baselines.is_absolute():
+        baselines = rootdir / baselines
+    return dataclasses.replace(settings, baselines=baselines)

@@ -1,0 +1,88 @@
+"""Fidelity: image sanity checks, then SSIM and PSNR against the fp32 reference.
+
+Images are float arrays of shape (N, H, W, 3) in [0, 1]. SSIM is scikit-image's
+``structural_similarity`` with the parameters of Wang et al. (2004): Gaussian weights with
+sigma 1.5, population covariance, ``data_range=1.0``; over a batch the lowest image counts,
+because one ruined image is a ruined result. No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+CONSTANT_RANGE = 1.0 / 255.0  # an image whose pixels span less than one 8-bit level is constant
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    ssim: float  # lowest over the batch
+    psnr: float  # lowest over the batch (inf when identical)
+    per_image_ssim: tuple[float, ...]
+
+
+def broken(images: Any) -> str | None:
+    """Why these images are broken (NaN/Inf, or constant), or None when they are sound."""
+    array = np.asarray(images, dtype=np.float64)
+    if array.size == 0:
+        return "no image was produced"
+    finite = np.isfinite(array)
+    if not finite.all():
+        nan = int(np.isnan(array).sum())
+        inf = int(np.isinf(array).sum())
+        return f"image has {nan} NaN and {inf} Inf values"
+    for index, image in enumerate(array):
+        low, high = float(image.min()), float(image.max())
+        if high - low < CONSTANT_RANGE:
+            return f"image {index} is constant (every pixel {low:.3f}): a black or blank image"
+    return None
+
+
+def _pairs(images: Any, reference: Any) -> tuple[np.ndarray, np.ndarray]:
+    a = np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0)
+    b = np.clip(np.asarray(reference, dtype=np.float64), 0.0, 1.0)
+    if a.shape != b.shape:
+        raise ValueError(f"image shape {a.shape} differs from the reference's {b.shape}; the calls differ")
+    return a, b
+
+
+def ssim_image(a: Any, b: Any, full: bool = False) -> Any:
+    """SSIM of two HxWx3 images in [0, 1] (Wang et al. parameters); with ``full``, also the map."""
+    from skimage.metrics import structural_similarity
+
+    return structural_similarity(
+        np.asarray(a, dtype=np.float64),
+        np.asarray(b, dtype=np.float64),
+        data_range=1.0,
+        channel_axis=-1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        full=full,
+    )
+
+
+def psnr_image(a: Any, b: Any) -> float:
+    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
+    if mse == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(1.0 / mse))
+
+
+def compare(images: Any, reference: Any) -> Fidelity:
+    a, b = _pairs(images, reference)
+    scores = tuple(float(ssim_image(x, y)) for x, y in zip(a, b, strict=True))
+    psnrs = [psnr_image(x, y) for x, y in zip(a, b, strict=True)]
+    return Fidelity(ssim=min(scores), psnr=min(psnrs), per_image_ssim=scores)
+
+
+def ssim_maps(images: Any, reference: Any) -> list[np.ndarray]:
+    """Per-image SSIM maps (H, W), averaged over the colour channels, for the HTML report."""
+    a, b = _pairs(images, reference)
+    maps = []
+    for x, y in zip(a, b, strict=True):
+        _, full_map = ssim_image(x, y, full=True)
+        maps.append(np.asarray(full_map).mean(axis=-1))
+    return maps

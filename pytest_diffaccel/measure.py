@@ -1,0 +1,377 @@
+"""Measurement: warm-up, timed rounds, peak memory, host-device syncs, the images.
+
+Timers (one class per mode behind one small interface):
+* ``CudaTimer``: a CUDA event pair around each call; the only synchronization is the one
+  that reads the end event, after the call, outside the timed region.
+* ``CpuTimer``: ``time.perf_counter`` around each call.
+
+Peak memory:
+* CUDA: ``torch.cuda.max_memory_allocated`` over the timed rounds (weights included).
+* CPU: the bytes of the pipeline's parameters and buffers plus the peak growth of the
+  process's resident set during one untimed call, sampled every millisecond from
+  /proc/self/statm (Linux; elsewhere the growth is not measured). Allocator caching makes
+  it an estimate: compare it within one machine only.
+
+torch is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import stats
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Call:
+    """The generation call: the same for the reference and every technique of a test."""
+
+    prompts: tuple[str, ...]
+    steps: int | None = None
+    size: tuple[int, int] | None = None
+    seed: int = 0
+    batch: int = 1
+    guidance: float | None = None
+    extra: tuple[tuple[str, str], ...] = ()  # user kwargs, as (name, repr) for the key
+    extra_values: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def with_extra(self, kwargs: dict[str, Any]) -> Call:
+        if not kwargs:
+            return self
+        merged = {**self.extra_values, **kwargs}
+        return Call(
+            prompts=self.prompts,
+            steps=self.steps,
+            size=self.size,
+            seed=self.seed,
+            batch=self.batch,
+            guidance=self.guidance,
+            extra=tuple(sorted((k, repr(v)) for k, v in merged.items())),
+            extra_values=merged,
+        )
+
+    def kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"prompt": list(self.prompts), "num_images_per_prompt": self.batch}
+        if self.steps is not None:
+            kwargs["num_inference_steps"] = self.steps
+        if self.size is not None:
+            kwargs["height"], kwargs["width"] = self.size
+        if self.guidance is not None:
+            kwargs["guidance_scale"] = self.guidance
+        kwargs.update(self.extra_values)
+        return kwargs
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description, stored with baselines: a baseline is only compared for the same call."""
+        return {
+            "prompts": list(self.prompts),
+            "steps": self.steps,
+            "size": list(self.size) if self.size else None,
+            "seed": self.seed,
+            "batch": self.batch,
+            "guidance": self.guidance,
+            "extra": [list(e) for e in self.extra],
+        }
+
+    def key(self) -> str:
+        return json.dumps(self.describe(), sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- timers
+
+
+class CpuTimer:
+    name = "perf_counter"
+
+    def time(self, fn: Callable[[], Any]) -> tuple[float, Any]:
+        start = time.perf_counter()
+        result = fn()
+        return time.perf_counter() - start, result
+
+
+class CudaTimer:
+    """CUDA events around the call; ``event_factory`` is ``torch.cuda.Event`` (replaceable in tests)."""
+
+    name = "cuda events"
+
+    def __init__(self, event_factory: Callable[..., Any] | None = None) -> None:
+        if event_factory is None:
+            import torch
+
+            event_factory = torch.cuda.Event
+        self.event_factory = event_factory
+
+    def time(self, fn: Callable[[], Any]) -> tuple[float, Any]:
+        start = self.event_factory(enable_timing=True)
+        end = self.event_factory(enable_timing=True)
+        start.record()
+        result = fn()
+        end.record()
+        end.synchronize()  # the one sync: reading the events, after the timed region
+        return start.elapsed_time(end) / 1000.0, result
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+class RssSampler:
+    """Peak growth of the resident set while active, sampled by a thread every ``interval`` s."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.start: int | None = None
+        self.peak: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> RssSampler:
+        self.start = _rss_bytes()
+        self.peak = self.start
+        if self.start is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            value = _rss_bytes()
+            if value is not None and (self.peak is None or value > self.peak):
+                self.peak = value
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        value = _rss_bytes()
+        if value is not None and self.peak is not None and value > self.peak:
+            self.peak = value
+
+    @property
+    def growth(self) -> int | None:
+        if self.start is None or self.peak is None:
+            return None
+        return max(0, self.peak - self.start)
+
+
+# ----------------------------------------------------------------------------- the measurement
+
+
+@dataclass
+class Measurement:
+    samples: list[float]  # seconds per timed call
+    warmup: list[float]  # seconds per warm-up call (the first holds compilation)
+    images: Any  # numpy (N, H, W, 3) in [0, 1], from the last timed call
+    peak_memory: int | None
+    memory_kind: str  # "cuda max allocated" or "cpu params+rss"
+    timer: str
+    stop_reason: str
+    syncs_per_step: float | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return stats.median(self.samples)
+
+    @property
+    def compile_seconds(self) -> float | None:
+        """First warm-up call minus a steady call: compilation and autotuning, roughly."""
+        if not self.warmup:
+            return None
+        steady = self.median
+        return max(0.0, self.warmup[0] - steady)
+
+
+def to_numpy_images(output: Any) -> Any:
+    """Pipeline output (tensor NCHW in [0, 1], numpy NHWC, or PIL list) -> numpy NHWC float32."""
+    import numpy as np
+
+    images = output.images if hasattr(output, "images") else output[0] if isinstance(output, tuple) else output
+    if hasattr(images, "detach"):
+        array = images.detach().float().cpu()
+        if array.ndim == 4 and array.shape[1] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+            array = array.permute(0, 2, 3, 1)
+        return array.numpy().astype(np.float32)
+    if isinstance(images, list):
+        return np.stack([np.asarray(img, dtype=np.float32) / 255.0 for img in images])
+    return np.asarray(images, dtype=np.float32)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextmanager
+def _recompile_is_error(active: bool) -> Iterator[None]:
+    if not active:
+        yield
+        return
+    import torch._dynamo
+
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        yield
+
+
+def count_syncs(run: Callable[[], Any]) -> int:
+    """Host-device synchronizations during one call, from torch's sync debug mode (CUDA)."""
+    import torch
+
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    return sum(1 for w in caught if "synchroniz" in str(w.message).lower())
+
+
+def is_steady(times: Sequence[float], tolerance: float = 0.10) -> bool:
+    """The last two warm-up calls agree within ``tolerance``: compilation and autotuning are done."""
+    if len(times) < 2:
+        return False
+    a, b = times[-2], times[-1]
+    return abs(a - b) <= tolerance * min(a, b)
+
+
+def measure(
+    pipe: Any,
+    call: Call,
+    *,
+    device: str,
+    contexts: Sequence[Callable[[], Any]] = (),
+    min_rounds: int = 8,
+    max_rounds: int = 30,
+    max_time: float = 20.0,
+    warmup: int = 1,
+    compiles: bool = False,
+    precision_target: float = 0.005,
+    count_sync: bool = True,
+    timer: Any = None,
+    progress: Progress | None = None,
+    max_warmup: int = 8,
+) -> Measurement:
+    """Warm up, then time rounds until the median is precise or the time budget is spent."""
+    import torch
+
+    cuda = device == "cuda"
+    if timer is None:
+        timer = CudaTimer() if cuda else CpuTimer()
+    say = progress or (lambda text: None)
+
+    def run() -> Any:
+        generator = torch.Generator("cpu").manual_seed(call.seed)
+        return pipe(**call.kwargs(), generator=generator, output_type="pt")
+
+    failures: list[str] = []
+    with ExitStack() as stack, torch.inference_mode():
+        for factory in contexts:
+            stack.enter_context(factory())
+
+        # warm-up: compiled techniques until steady
+        warm: list[float] = []
+        memory_growth: int | None = None
+        wanted = max(1, warmup)
+        while True:
+            say(("compiling" if compiles and not warm else "warming up") + f" (call {len(warm) + 1})")
+            if cuda:
+                elapsed, _ = timer.time(run)
+            else:  # the growth of the last warm-up call is the one reported
+                with RssSampler() as sampler:
+                    elapsed, _ = timer.time(run)
+                memory_growth = sampler.growth
+            warm.append(elapsed)
+            if len(warm) < wanted:
+                continue
+            if not compiles or is_steady(warm) or len(warm) >= max_warmup:
+                break
+
+        # timed rounds
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        samples: list[float] = []
+        output: Any = None
+        started = time.perf_counter()
+        stop_reason = f"max rounds ({max_rounds})"
+        try:
+            with _gc_paused(), _recompile_is_error(compiles):
+                while len(samples) < max_rounds:
+                    say(f"rounds {len(samples) + 1}/{min_rounds}+")
+                    elapsed, output = timer.time(run)
+                    samples.append(elapsed)
+                    if len(samples) >= min_rounds:
+                        if stats.precise_enough(samples, precision_target):
+                            stop_reason = f"median known to +-{precision_target:.1%}"
+                            break
+                        if time.perf_counter() - started > max_time:
+                            stop_reason = f"time budget ({max_time:g} s)"
+                            break
+        except Exception as error:
+            if "recompil" not in str(error).lower():
+                raise
+            failures.append("recompiled during the timed rounds: " + one_line(error))
+            if not samples:
+                raise
+        peak: int | None
+        if cuda:
+            peak = int(torch.cuda.max_memory_allocated())
+            kind = "cuda max allocated"
+        else:
+            from .techniques.components import parameter_bytes
+
+            peak = parameter_bytes(pipe) + memory_growth if memory_growth is not None else None
+            kind = "cpu params+rss"
+        syncs: float | None = None
+        if cuda and count_sync and not failures:
+            say("counting host-device syncs")
+            steps = call.steps or getattr(getattr(pipe, "scheduler", None), "num_inference_steps", None) or 1
+            syncs = count_syncs(run) / steps
+    images = to_numpy_images(output) if output is not None else None
+    return Measurement(
+        samples=samples,
+        warmup=warm,
+        images=images,
+        peak_memory=peak,
+        memory_kind=kind,
+        timer=timer.name,
+        stop_reason=stop_reason,
+        syncs_per_step=syncs,
+        failures=failures,
+    )
+
+
+def one_line(error: BaseException) -> str:
+    """The library's reason in one line: the first non-empty line of the message, with the type."""
+    text = str(error).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    name = type(error).__name__
+    return f"{name}: {first}" if first else name

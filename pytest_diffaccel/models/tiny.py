@@ -1,0 +1,262 @@
+"""The bundled tiny presets: their architecture, their tokenizer and their procedural world.
+
+The tiny pipelines are small enough to run a full generation in a fraction of a second on
+two CPU cores, and they carry weights trained by ``scripts/train_tiny.py`` on a procedural
+data set of coloured shapes, so that the text decides the picture and a fidelity gate can
+see a broken denoiser. Everything here is deterministic and builds offline.
+
+torch, diffusers and transformers are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 70, 220),
+    "yellow": (240, 220, 40),
+    "purple": (140, 50, 170),
+    "orange": (250, 140, 20),
+}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+    "gray": (128, 128, 128),
+    "cyan": (60, 200, 210),
+    "brown": (120, 75, 40),
+}
+IMAGE_SIZE = 64
+TEXT_LENGTH = 16  # tokens, <|startoftext|> and <|endoftext|> included
+
+BOS = "<|startoftext|>"
+EOS = "<|endoftext|>"
+
+
+def caption(shape: str, colour: str, background: str) -> str:
+    return f"a {colour} {shape} on a {background} background"
+
+
+def caption_words() -> list[str]:
+    words = ["a", "on", "background", *SHAPES, *COLOURS, *BACKGROUNDS]
+    return sorted(set(words))
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """CLIP's reversible byte -> printable unicode map (the GPT-2 scheme)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("\xa1"), ord("\xac") + 1))
+        + list(range(ord("\xae"), ord("\xff") + 1))
+    )
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in chars), strict=True))
+
+
+def tokenizer_files() -> tuple[dict[str, int], list[str]]:
+    """A CLIP BPE vocabulary: every byte (alone and word-final) plus one token per caption word.
+
+    Merges build each word from its left end, longest words first, so every caption word
+    becomes exactly one token and any other text still tokenizes, byte by byte.
+    """
+    base = list(_bytes_to_unicode().values())
+    vocab_list: list[str] = base + [b + "</w>" for b in base]
+    seen: set[str] = set(vocab_list)
+    unique: list[str] = []
+    for word in sorted(caption_words(), key=lambda w: (-len(w), w)):
+        pieces = [*word[:-1], word[-1] + "</w>"]
+        current = pieces[0]
+        for piece in pieces[1:]:
+            merged = current + piece
+            line = f"{current} {piece}"
+            if line not in unique:
+                unique.append(line)
+            if merged not in seen:
+                seen.add(merged)
+                vocab_list.append(merged)
+            current = merged
+    vocab_list += [BOS, EOS]
+    vocab = {token: index for index, token in enumerate(vocab_list)}
+    return vocab, unique
+
+
+def write_tokenizer(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = tokenizer_files()
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": TEXT_LENGTH,
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "unk_token": EOS,
+        "pad_token": EOS,
+        "do_lower_case": True,
+        "clean_up_tokenization_spaces": True,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+# ----------------------------------------------------------------------------- architecture
+
+
+def text_encoder_config(vocab_size: int) -> dict[str, Any]:
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": TEXT_LENGTH,
+        "projection_dim": 64,
+        "bos_token_id": vocab_size - 2,
+        "eos_token_id": vocab_size - 1,
+        "pad_token_id": vocab_size - 1,
+        "hidden_act": "quick_gelu",
+    }
+
+
+def unet_config() -> dict[str, Any]:
+    return {
+        "sample_size": IMAGE_SIZE // 4,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": (32, 64),
+        "layers_per_block": 1,
+        "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        "cross_attention_dim": 64,
+        "attention_head_dim": 8,
+        "norm_num_groups": 16,
+    }
+
+
+def vae_config() -> dict[str, Any]:
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ("DownEncoderBlock2D",) * 3,
+        "up_block_types": ("UpDecoderBlock2D",) * 3,
+        "block_out_channels": (32, 64, 64),
+        "layers_per_block": 1,
+        "latent_channels": 4,
+        "norm_num_groups": 16,
+        "sample_size": IMAGE_SIZE,
+    }
+
+
+def tiny_vae_config(scaling_factor: float) -> dict[str, Any]:
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "encoder_block_out_channels": (32, 32, 32),
+        "decoder_block_out_channels": (32, 32, 32),
+        "num_encoder_blocks": (1, 1, 1),
+        "num_decoder_blocks": (1, 1, 1),
+        "latent_channels": 4,
+        "scaling_factor": scaling_factor,
+    }
+
+
+def scheduler_config() -> dict[str, Any]:
+    return {
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "prediction_type": "epsilon",
+        "timestep_spacing": "trailing",
+        "steps_offset": 1,
+    }
+
+
+# ----------------------------------------------------------------------------- procedural world
+
+
+@dataclass(frozen=True)
+class Sample:
+    shape: str
+    colour: str
+    background: str
+    centre: tuple[float, float]
+    radius: float
+
+    @property
+    def caption(self) -> str:
+        return caption(self.shape, self.colour, self.background)
+
+
+def samples(count: int, seed: int) -> Iterator[Sample]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    colours = list(COLOURS)
+    backgrounds = list(BACKGROUNDS)
+    for _ in range(count):
+        radius = float(rng.uniform(11, 20))
+        yield Sample(
+            shape=SHAPES[int(rng.integers(len(SHAPES)))],
+            colour=colours[int(rng.integers(len(colours)))],
+            background=backgrounds[int(rng.integers(len(backgrounds)))],
+            centre=(
+                float(rng.uniform(radius + 2, IMAGE_SIZE - radius - 2)),
+                float(rng.uniform(radius + 2, IMAGE_SIZE - radius - 2)),
+            ),
+            radius=radius,
+        )
+
+
+def render(sample: Sample) -> Any:
+    """Render one sample as a float32 HxWx3 array in [0, 1]."""
+    import numpy as np
+
+    size = IMAGE_SIZE
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    cy, cx = sample.centre
+    r = sample.radius
+    if sample.shape == "circle":
+        mask = (ys - cy) ** 2 + (xs - cx) ** 2 <= r * r
+    elif sample.shape == "square":
+        half = r * 0.85
+        mask = (np.abs(ys - cy) <= half) & (np.abs(xs - cx) <= half)
+    elif sample.shape == "triangle":
+        top, bottom = cy - r, cy + r * 0.8
+        rel = (ys - top) / (bottom - top)
+        mask = (rel >= 0) & (rel <= 1) & (np.abs(xs - cx) <= rel * r)
+    else:
+        raise ValueError(f"unknown shape {sample.shape!r}")
+    image = np.empty((size, size, 3), dtype=np.float32)
+    image[:] = np.array(BACKGROUNDS[sample.background], dtype=np.float32) / 255.0
+    image[mask] = np.array(COLOURS[sample.colour], dtype=np.float32) / 255.0
+    return image
+
+
+def dataset(count: int, seed: int) -> tuple[Any, list[str]]:
+    """(N, 3, H, W) float32 images in [-1, 1] and their captions."""
+    import numpy as np
+
+    items = list(samples(count, seed))
+    images = np.stack([render(s) for s in items]).transpose(0, 3, 1, 2) * 2.0 - 1.0
+    return images.astype(np.float32), [s.caption for s in items]
+
+
+DEFAULT_PROMPTS: Sequence[str] = (
+    caption("circle", "red", "white"),
+    caption("triangle", "blue", "gray"),
+)

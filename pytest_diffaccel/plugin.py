@@ -1,0 +1,313 @@
+"""pytest hooks and fixtures of pytest-diffaccel. Thin: the work lives in the modules it imports lazily.
+
+Importing this module (pytest does, for every run, through the ``pytest11`` entry point)
+imports neither torch nor diffusers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+
+from . import config as cfg
+
+STATE = pytest.StashKey["Any"]()  # DiffaccelSession
+RESULTS = pytest.StashKey["Any"]()  # Benchmark of a test item
+APPLIED = pytest.StashKey["Any"]()  # ApplyContext of a test item
+FIXTURES = frozenset({"diffaccel_pipeline", "diffaccel_technique", "diffaccel_reference", "diffaccel_benchmark"})
+
+
+# ----------------------------------------------------------------------------- options and configuration
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    cfg.add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "diffaccel(techniques=..., min_ssim=..., max_slowdown=..., steps=..., size=..., ...): "
+        "per-test settings of pytest-diffaccel (marker > command line > ini > default)",
+    )
+    if config.option.help:
+        return
+    settings = cfg.settings_from_config(config)
+    if settings.gpu:
+        _require_cuda()
+    registry = _registry(config)
+    from .techniques import SpecError
+
+    if settings.techniques:
+        try:
+            registry.parse_all(settings.techniques)
+        except SpecError as error:
+            raise pytest.UsageError(f"--diffaccel-techniques: {error}") from None
+    from .session import DiffaccelSession
+
+    config.stash[STATE] = DiffaccelSession(settings, registry)
+
+
+def _require_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise pytest.UsageError(
+            "--diffaccel-gpu: CUDA is not available on this machine (torch "
+            f"{torch.__version__}, built for CUDA {torch.version.cuda}); run without --diffaccel-gpu to use the CPU"
+        )
+
+
+def _registry(config: pytest.Config) -> Any:
+    from importlib.metadata import entry_points
+
+    from .techniques import SpecError, builtin_registry
+
+    registry = builtin_registry()
+    try:
+        config.hook.pytest_diffaccel_register_techniques(register=registry.register)
+        for entry in entry_points(group="pytest_diffaccel.techniques"):
+            entry.load()(registry.register)
+    except SpecError as error:
+        raise pytest.UsageError(f"registering techniques: {error}") from None
+    return registry
+
+
+def _state(config: pytest.Config) -> Any:
+    try:
+        return config.stash[STATE]
+    except KeyError:
+        raise pytest.UsageError("pytest-diffaccel is not configured (was pytest_configure skipped?)") from None
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return []
+    return [f"diffaccel: {state.settings.describe()}"]
+
+
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    if not config.getoption("diffaccel_list_techniques", default=False):
+        return None
+    config._do_configure()
+    try:
+        from .report.listing import list_techniques
+
+        state = _state(config)
+        _check_inputs(state)
+        print(list_techniques(state))
+    finally:
+        config._ensure_unconfigure()
+    return 0
+
+
+# ----------------------------------------------------------------------------- collection
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "diffaccel_technique" not in metafunc.fixturenames:
+        return
+    state = _state(metafunc.config)
+    settings = state.settings_for(metafunc.definition)
+    from .techniques import SpecError
+
+    specs = settings.techniques or state.registry.defaults()
+    try:
+        parsed = state.registry.parse_all(specs)
+    except SpecError as error:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: {error}") from None
+    names = [spec.name for spec in parsed]
+    metafunc.parametrize("diffaccel_technique", names, ids=names, indirect=True)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    if not any(FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
+        return
+    state.used = True
+    _check_inputs(state)
+
+
+def _check_inputs(state: Any) -> None:
+    """Model and baseline problems stop the run before anything is measured (exit 4)."""
+    from .baselines import BaselineError
+    from .models import ModelError
+
+    try:
+        state.info  # noqa: B018 - resolves the model: a bad path is a usage error
+        state.baseline_entries()
+    except (BaselineError, ModelError) as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def diffaccel_technique(request: pytest.FixtureRequest) -> Any:
+    """The technique spec of this test; skips the test where this device or model can't run it."""
+    state = _state(request.config)
+    spec = state.registry.parse(getattr(request, "param", None) or "fp32")
+    from .techniques import unmet
+
+    reasons = unmet(spec.requirements, state.environment())
+    if reasons:
+        pytest.skip(f"{spec.name}: " + "; ".join(reasons))
+    return spec
+
+
+@pytest.fixture
+def diffaccel_reference(request: pytest.FixtureRequest) -> Any:
+    """The fp32 reference of this test's call: images and latency samples, once per session."""
+    state = _state(request.config)
+    settings = state.settings_for(request.node)
+    return state.reference(state.call_for(settings), settings, _progress(request))
+
+
+@pytest.fixture
+def diffaccel_pipeline(
+    request: pytest.FixtureRequest, diffaccel_technique: Any, diffaccel_reference: Any
+) -> Generator[Any, None, None]:
+    """A fresh pipeline with this test's technique applied; released after the test."""
+    state = _state(request.config)
+    settings = state.settings_for(request.node)
+    from .session import TechniqueFailed, release_memory
+
+    failure = None
+    try:
+        pipe, applied = state.apply(diffaccel_technique, settings)
+    except TechniqueFailed as error:
+        failure = str(error)
+    if failure is not None:  # outside the except block: the one-line reason, no chained traceback
+        _record_failure(request.node, diffaccel_technique.name, failure)
+        pytest.fail(failure, pytrace=False)
+    request.node.stash[APPLIED] = applied
+    yield pipe
+    del pipe
+    release_memory(state.device, compiled=diffaccel_technique.compiles)
+
+
+@pytest.fixture
+def diffaccel_benchmark(request: pytest.FixtureRequest, diffaccel_technique: Any) -> Iterator[Any]:
+    """``diffaccel_benchmark(pipe, **call_kwargs) -> Result``; the verdict fails the test at its end."""
+    state = _state(request.config)
+    from .benchmark import Benchmark
+
+    bench = Benchmark(
+        state,
+        request.node,
+        diffaccel_technique,
+        state.settings_for(request.node),
+        applied=request.node.stash.get(APPLIED, None),
+        progress=_progress(request),
+    )
+    request.node.stash[RESULTS] = bench
+    yield _guarded(bench, request.node)
+
+
+def _guarded(bench: Any, node: pytest.Item) -> Any:
+    from .session import TechniqueFailed
+
+    def run(pipe: Any, **call_kwargs: Any) -> Any:
+        if bench.applied is None:
+            bench.applied = node.stash.get(APPLIED, None)
+        failure = None
+        try:
+            return bench(pipe, **call_kwargs)
+        except TechniqueFailed as error:
+            failure = str(error)
+        _record_failure(node, bench.spec.name, failure)
+        pytest.fail(failure, pytrace=False)
+
+    run.results = bench.results  # type: ignore[attr-defined]
+    return run
+
+
+def _progress(request: pytest.FixtureRequest) -> Any:
+    from .report.progress import progress_for
+
+    return progress_for(request.config, request.node)
+
+
+def _record_failure(node: pytest.Item, technique: str, reason: str) -> None:
+    from .results import Result
+
+    state = node.config.stash.get(STATE, None)
+    if state is not None and not any(r.test_id == node.nodeid for r in state.results):
+        state.results.append(Result(test_id=node.nodeid, technique=technique, outcome="failed", reason=reason))
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    state = item.config.stash.get(STATE, None)
+    if state is None or "diffaccel_technique" not in getattr(item, "fixturenames", ()):
+        return report
+    technique = _technique_of(item)
+    if report.when == "setup" and report.skipped:
+        from .results import Result
+
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        state.results.append(Result(test_id=item.nodeid, technique=technique, outcome="skipped", reason=reason))
+    elif report.when == "call":
+        bench = item.stash.get(RESULTS, None)
+        results = bench.results if bench is not None else []
+        for result in results:
+            state.results.append(result)
+        failing = [r for r in results if r.verdict is not None and r.verdict.failed]
+        if report.passed and failing:
+            report.outcome = "failed"
+            report.longrepr = "\n\n".join(r.failure_message() for r in failing)
+        elif report.failed and not results and not any(r.test_id == item.nodeid for r in state.results):
+            from .results import Result
+
+            reason = call.excinfo.exconly().splitlines()[0] if call.excinfo else "failed"
+            state.results.append(Result(test_id=item.nodeid, technique=technique, outcome="failed", reason=reason))
+    return report
+
+
+def _technique_of(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "diffaccel_technique" in callspec.params:
+        return str(callspec.params["diffaccel_technique"])
+    return "fp32"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(STATE, None)
+    if state is None or not state.used:
+        return
+    from .baselines import BaselineError
+
+    try:
+        state.save_baselines()
+    except BaselineError as error:
+        state.save_error = str(error)
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
+    from .report import write_reports
+
+    write_reports(state)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is None or not state.results:
+        return
+    from .report.terminal import summary
+
+    summary(terminalreporter, state)

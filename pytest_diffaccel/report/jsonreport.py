@@ -1,0 +1,130 @@
+"""The JSON report, in pytest-benchmark's format (``pytest-benchmark compare`` reads it).
+
+Statistics come from pytest-benchmark's own ``Stats`` class over our timed samples, and
+``machine_info``/``commit_info`` from its own helpers, so that its tools see a file of their
+own. Our fields live in ``extra_info``; ``machine_info['diffaccel']`` holds device and versions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def benchmark_entry(result: Any, state: Any) -> dict[str, Any]:
+    from pytest_benchmark.stats import Stats
+
+    stats = Stats()
+    for sample in result.samples:
+        stats.update(sample)
+    stats_dict = stats.as_dict()
+    stats_dict["data"] = list(result.samples)
+    test_id = result.test_id
+    name = test_id.split("::")[-1]
+    latency = result.verdict.latency if result.verdict else None
+    settings = state.settings
+    return {
+        "group": "diffaccel",
+        "name": name,
+        "fullname": test_id,
+        "params": {"diffaccel_technique": result.technique},
+        "param": result.technique,
+        "extra_info": {
+            "technique": result.technique,
+            "model": result.model,
+            "random_weights": result.random_weights,
+            "device": result.device,
+            "ssim": result.ssim,
+            "psnr": result.psnr,
+            "min_ssim": result.min_ssim,
+            "speedup": result.speedup,
+            "reference_median": result.reference_median,
+            "peak_memory": result.peak_memory,
+            "memory_kind": result.memory_kind,
+            "syncs_per_step": result.syncs_per_step,
+            "compile_seconds": result.compile_seconds,
+            "warmup": list(result.warmup),
+            "stop_reason": result.stop_reason,
+            "baseline": {
+                "note": result.baseline_note,
+                "ratio": latency.ratio if latency else None,
+                "ci95": [latency.low, latency.high] if latency else None,
+                "p_value": latency.p_value if latency else None,
+            },
+            "verdict": result.headline,
+            "gates": [
+                {"gate": g.name, "passed": g.passed, "judged": g.judged, "message": g.message}
+                for g in (result.verdict.gates if result.verdict else ())
+            ],
+            "notes": list(result.notes),
+            "call": result.call,
+        },
+        "options": {
+            "disable_gc": True,
+            "timer": result.timer,
+            "min_rounds": settings.rounds,
+            "max_time": settings.max_time,
+            "min_time": 0,
+            "warmup": len(result.warmup),
+        },
+        "stats": stats_dict,
+    }
+
+
+def render_json(state: Any) -> dict[str, Any]:
+    import pytest_benchmark
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+    from pytest_benchmark.utils import get_commit_info
+
+    machine = pytest_benchmark_generate_machine_info()
+    machine["diffaccel"] = {
+        "device": state.device,
+        "gpu": state.gpu_name(),
+        "machine_key": state.machine,
+        "model": state.info.label,
+        "versions": state.versions(),
+    }
+    measured = [r for r in state.results if r.measured]
+    return _clean(
+        {
+            "machine_info": machine,
+            "commit_info": get_commit_info(),
+            "benchmarks": [benchmark_entry(r, state) for r in measured],
+            "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "version": pytest_benchmark.__version__,
+            "diffaccel": {
+                "settings": state.settings.describe(),
+                "skipped": [
+                    {"test": r.test_id, "technique": r.technique, "reason": r.reason}
+                    for r in state.results
+                    if r.outcome == "skipped"
+                ],
+                "failed": [
+                    {"test": r.test_id, "technique": r.technique, "reason": r.reason}
+                    for r in state.results
+                    if r.outcome == "failed" and not r.measured
+                ],
+            },
+        }
+    )
+
+
+def write_json(state: Any, path: Path) -> Path:
+    from ..baselines import write_atomic
+
+    path = Path(path)
+    write_atomic(path, json.dumps(render_json(state), indent=2, sort_keys=False) + "\n")
+    return path

@@ -1,0 +1,61 @@
+"""The summary table, as rows of strings: shared by the terminal and the Markdown report. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..units import fmt_bytes, fmt_seconds, fmt_speedup
+
+COLUMNS = ("technique", "median", "speed-up vs fp32", "vs baseline", "SSIM", "peak memory", "verdict")
+
+
+def baseline_cell(result: Any) -> str:
+    if result.verdict is not None and result.verdict.latency is not None:
+        lat = result.verdict.latency
+        direction = "slower" if lat.ratio >= 1 else "faster"
+        ratio = lat.ratio if lat.ratio >= 1 else 1 / lat.ratio
+        return f"{ratio:.2f}x {direction} (CI {lat.low:.2f}-{lat.high:.2f})"
+    if not result.measured:
+        return "-"
+    return "no baseline" if result.baseline_note.startswith("no baseline") else "not compared"
+
+
+def row(result: Any) -> tuple[str, ...]:
+    if not result.measured:
+        return (result.technique, "-", "-", "-", "-", "-", result.headline)
+    ssim = "-" if result.ssim is None else f"{result.ssim:.4f}"
+    return (
+        result.technique,
+        fmt_seconds(result.median),
+        fmt_speedup(result.speedup),
+        baseline_cell(result),
+        ssim,
+        fmt_bytes(result.peak_memory),
+        result.headline,
+    )
+
+
+def rows(results: Sequence[Any]) -> list[tuple[str, ...]]:
+    return [row(r) for r in results]
+
+
+def widths(table: Sequence[Sequence[str]]) -> list[int]:
+    return [max(len(str(r[i])) for r in table) for i in range(len(COLUMNS))]
+
+
+def plain_lines(results: Sequence[Any]) -> list[str]:
+    """Aligned text lines: header, rule, one line per result."""
+    table = [COLUMNS, *rows(results)]
+    sizes = widths(table)
+    lines = []
+    for index, cells in enumerate(table):
+        lines.append(
+            "  ".join(
+                str(c).ljust(w) if i == 0 else str(c).rjust(w) if i < 6 else str(c)
+                for i, (c, w) in enumerate(zip(cells, sizes, strict=True))
+            ).rstrip()
+        )
+        if index == 0:
+            lines.append("  ".join("-" * w for w in sizes))
+    return lines

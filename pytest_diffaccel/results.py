@@ -1,0 +1,117 @@
+"""The result of one technique's test: what the table, the reports and the baselines are made of."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import stats
+from .units import fmt_bytes, fmt_seconds
+from .verdict import Verdict
+
+
+@dataclass
+class Result:
+    """Returned by ``diffaccel_benchmark(pipe)``; the verdict fails the test at its end."""
+
+    test_id: str
+    technique: str
+    outcome: str = "passed"  # passed, failed, skipped, error
+    reason: str = ""  # skip reason or failure in one line
+    samples: list[float] = field(default_factory=list)
+    warmup: list[float] = field(default_factory=list)
+    compile_seconds: float | None = None
+    stop_reason: str = ""
+    timer: str = ""
+    peak_memory: int | None = None
+    memory_kind: str = ""
+    syncs_per_step: float | None = None
+    ssim: float | None = None
+    psnr: float | None = None
+    min_ssim: float | None = None
+    speedup: float | None = None
+    reference_median: float | None = None
+    baseline_note: str = "no baseline"
+    verdict: Verdict | None = None
+    notes: list[str] = field(default_factory=list)
+    call: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    random_weights: bool = False
+    device: str = ""
+    images: Any = None  # numpy NHWC, not serialized
+    reference_images: Any = None
+    baseline_samples: list[float] | None = None
+    recorded: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.samples)
+
+    @property
+    def median(self) -> float | None:
+        return stats.median(self.samples) if self.samples else None
+
+    @property
+    def iqr(self) -> float | None:
+        return stats.iqr(self.samples) if self.samples else None
+
+    @property
+    def headline(self) -> str:
+        if self.outcome == "skipped":
+            return "skipped"
+        if self.outcome in ("error",) or (self.outcome == "failed" and self.verdict is None):
+            return "ERROR" if self.outcome == "error" else "FAIL"
+        return self.verdict.headline if self.verdict else self.outcome
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in ("failed", "error") or bool(self.verdict and self.verdict.failed)
+
+    @property
+    def fidelity_ok(self) -> bool:
+        """Broken-image and fidelity gates passed: the only results whose timings may become a baseline."""
+        if self.verdict is None or not self.measured:
+            return False
+        return all(g.passed for g in self.verdict.gates if g.name in ("broken", "fidelity", "measurement"))
+
+    def baseline_change(self) -> str:
+        if self.verdict and self.verdict.latency:
+            return self.verdict.latency.describe()
+        return self.baseline_note if self.measured else "-"
+
+    def failure_message(self) -> str:
+        lines = [f"diffaccel verdict for {self.technique}: {self.headline}"]
+        if self.verdict:
+            lines += [f"  {g.name} gate failed: {g.message}" for g in self.verdict.failures]
+        context = []
+        if self.median is not None:
+            context.append(f"median {fmt_seconds(self.median)} over {len(self.samples)} rounds")
+        if self.speedup is not None:
+            context.append(f"{self.speedup:.2f}x vs fp32")
+        if self.ssim is not None:
+            context.append(f"SSIM {self.ssim:.4f}")
+        if self.peak_memory is not None:
+            context.append(f"peak {fmt_bytes(self.peak_memory)}")
+        if context:
+            lines.append("  (" + ", ".join(context) + ")")
+        return "\n".join(lines)
+
+    def baseline_entry(self, versions: dict[str, str | None]) -> dict[str, Any]:
+        assert self.samples, "only measured results become baselines"
+        return {
+            "technique": self.technique,
+            "samples": [round(s, 6) for s in self.samples],
+            "median": round(stats.median(self.samples), 6),
+            "iqr": round(stats.iqr(self.samples), 6),
+            "rounds": len(self.samples),
+            "peak_memory": self.peak_memory,
+            "memory_kind": self.memory_kind,
+            "ssim": None if self.ssim is None else round(self.ssim, 5),
+            "speedup": None if self.speedup is None else round(self.speedup, 4),
+            "reference_median": None if self.reference_median is None else round(self.reference_median, 6),
+            "call": self.call,
+            "model": self.model,
+            "versions": versions,
+            "recorded": self.recorded,
+        }

@@ -1,0 +1,287 @@
+"""Session state: settings, registry, the model (loaded once), the fp32 references, baselines, results.
+
+Kept in ``config.stash``; every heavy import happens on first use, so an unrelated pytest run
+that never touches a diffaccel fixture pays nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import baselines as baseline_files
+from .config import Settings
+from .measure import Call, Measurement, measure
+from .models import ModelInfo
+from .results import Result
+from .techniques import Environment, Registry, Spec
+
+VERSIONED = ("torch", "diffusers", "transformers", "accelerate", "torchao", "xformers", "scikit-image")
+
+
+def installed_versions(names: tuple[str, ...] = VERSIONED) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+class Reference:
+    """The fp32 reference of one call: its images and its latency samples, measured once per session."""
+
+    def __init__(self, call: Call, measurement: Measurement) -> None:
+        self.call = call
+        self.measurement = measurement
+
+    @property
+    def images(self) -> Any:
+        return self.measurement.images
+
+    @property
+    def samples(self) -> list[float]:
+        return self.measurement.samples
+
+    @property
+    def median(self) -> float:
+        return self.measurement.median
+
+
+class DiffaccelSession:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self._info: ModelInfo | None = None
+        self.save_error: str | None = None
+        self.reports_written: list[Path] = []
+        self.results: list[Result] = []
+        self.saved: baseline_files.SaveReport | None = None
+        self.used = False  # a collected test uses the diffaccel fixtures
+        self._source: Any = None
+        self._environment: Environment | None = None
+        self._references: dict[str, Reference | BaseException] = {}
+        self._baselines: dict[str, Any] | None = None
+        self._machine: str | None = None
+        self._versions: dict[str, str | None] | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        """The session's model, resolved on first use (ModelError when it can't be used)."""
+        if self._info is None:
+            from .models import model_info
+
+            self._info = model_info(self.settings.model)
+        return self._info
+
+    # ------------------------------------------------------------------ device, machine, versions
+
+    @property
+    def device(self) -> str:
+        return self.settings.device
+
+    def gpu_name(self) -> str | None:
+        if self.device != "cuda":
+            return None
+        import torch
+
+        return str(torch.cuda.get_device_name())
+
+    @property
+    def machine(self) -> str:
+        if self._machine is None:
+            self._machine = baseline_files.machine_key(self.device, self.gpu_name(), self.settings.machine)
+        return self._machine
+
+    @property
+    def baseline_path(self) -> Path:
+        assert self.settings.baselines is not None
+        return self.settings.baselines / f"{self.machine}.json"
+
+    def versions(self) -> dict[str, str | None]:
+        if self._versions is None:
+            self._versions = installed_versions()
+        return self._versions
+
+    def environment(self) -> Environment:
+        if self._environment is None:
+            capability = None
+            if self.device == "cuda":
+                import torch
+
+                capability = tuple(torch.cuda.get_device_capability())
+            attributes: dict[tuple[str, str], bool] = {}
+            for technique in self.registry.techniques.values():
+                need = technique.requires.attribute
+                if need and need not in attributes:
+                    attributes[need] = _has_attribute(*need)
+            self._environment = Environment(
+                device=self.device,
+                capability=capability,  # type: ignore[arg-type]
+                versions=self.versions(),
+                family=self.source().family(),
+                attributes=attributes,
+            )
+        return self._environment
+
+    # ------------------------------------------------------------------ model
+
+    def source(self) -> Any:
+        if self._source is None:
+            from .models.loading import ModelSource
+
+            self._source = ModelSource(self.info)
+        return self._source
+
+    # ------------------------------------------------------------------ settings and calls
+
+    def settings_for(self, node: pytest.Item) -> Settings:
+        marker = node.get_closest_marker("diffaccel")
+        if marker is None:
+            return self.settings
+        if marker.args:
+            raise pytest.UsageError(
+                f"{node.nodeid}: @pytest.mark.diffaccel takes keyword arguments only, e.g. techniques='bf16'"
+            )
+        from .config import SettingError
+
+        try:
+            return self.settings.with_marker(marker.kwargs)
+        except SettingError as error:
+            raise pytest.UsageError(f"{node.nodeid}: {error}") from None
+
+    def call_for(self, settings: Settings) -> Call:
+        info = self.info
+        prompts = settings.prompt or tuple(info.prompts) or ("a photo of an astronaut riding a horse on mars",)
+        return Call(
+            prompts=tuple(prompts),
+            steps=settings.steps if settings.steps is not None else info.steps,
+            size=settings.size if settings.size is not None else info.size,
+            seed=settings.seed,
+            batch=settings.batch,
+            guidance=settings.guidance if settings.guidance is not None else info.guidance,
+        )
+
+    # ------------------------------------------------------------------ the fp32 reference
+
+    def reference(self, call: Call, settings: Settings, progress: Any = None) -> Reference:
+        key = call.key()
+        cached = self._references.get(key)
+        if isinstance(cached, BaseException):
+            raise cached
+        if cached is not None:
+            return cached
+        from .fidelity import broken
+        from .measure import one_line
+        from .techniques.precision import tf32
+
+        pipe = self.source().fresh(self.device, "float32")
+        contexts = [lambda: tf32(False)] if self.device == "cuda" else []
+        try:
+            measurement = measure(
+                pipe,
+                call,
+                device=self.device,
+                contexts=contexts,
+                min_rounds=settings.rounds,
+                max_rounds=settings.max_rounds,
+                max_time=settings.max_time,
+                warmup=settings.warmup,
+                progress=progress,
+            )
+        except Exception as error:
+            failure = RuntimeError(f"the fp32 reference of {self.info.name} failed: {one_line(error)}")
+            self._references[key] = failure
+            raise failure from error
+        finally:
+            del pipe
+            release_memory(self.device)
+        why = broken(measurement.images)
+        if why:
+            failure = RuntimeError(
+                f"the fp32 reference image of {self.info.name} is broken ({why}); the model or the call is at fault, "
+                "not the technique"
+            )
+            self._references[key] = failure
+            raise failure
+        reference = Reference(call, measurement)
+        self._references[key] = reference
+        return reference
+
+    def references(self) -> list[Reference]:
+        return [r for r in self._references.values() if isinstance(r, Reference)]
+
+    # ------------------------------------------------------------------ baselines
+
+    def baseline_entries(self) -> dict[str, Any]:
+        if self._baselines is None:
+            self._baselines = baseline_files.load(self.baseline_path)
+        return self._baselines
+
+    def baseline_for(self, test_id: str, call: Call) -> tuple[dict[str, Any] | None, str]:
+        """The stored entry for this test if it was recorded for the same call, and a note."""
+        entry = self.baseline_entries().get(test_id)
+        if entry is None:
+            return None, f"no baseline for {self.machine}"
+        if entry.get("call") != call.describe():
+            return None, "baseline recorded for another call (steps, size, prompts...): not compared"
+        if entry.get("model") not in (None, self.info.name):
+            return None, f"baseline recorded for model {entry.get('model')}: not compared"
+        return entry, "baseline"
+
+    def save_baselines(self) -> None:
+        mode = self.settings.save
+        if not mode:
+            return
+        updates = {r.test_id: r.baseline_entry(self.versions()) for r in self.results if r.fidelity_ok}
+        if not updates:
+            self.saved = baseline_files.SaveReport(path=self.baseline_path)
+            return
+        self.saved = baseline_files.save(self.baseline_path, self.machine, updates, mode)
+
+    # ------------------------------------------------------------------ applying a spec
+
+    def apply(self, spec: Spec, settings: Settings) -> tuple[Any, Any]:
+        from .measure import one_line
+        from .techniques import ApplyContext
+
+        pipe = self.source().fresh(self.device, spec.dtype)
+        ctx = ApplyContext(device=self.device, argument=None, model=self.info, settings=settings, spec=spec)
+        for part in spec.ordered:
+            ctx.argument = part.argument
+            try:
+                pipe = part.technique.run(pipe, ctx)
+            except Exception as error:
+                del pipe
+                release_memory(self.device)
+                raise TechniqueFailed(f"{spec.name}: applying {part.label} failed: {one_line(error)}") from error
+        return pipe, ctx
+
+
+class TechniqueFailed(Exception):
+    """Applying or running a technique failed; the message holds the library's reason in one line."""
+
+
+def _has_attribute(module: str, attribute: str) -> bool:
+    try:
+        return hasattr(importlib.import_module(module), attribute)
+    except ImportError:
+        return False
+
+
+def release_memory(device: str, compiled: bool = False) -> None:
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    if compiled:
+        import torch._dynamo
+
+        torch._dynamo.reset()

@@ -1,0 +1,217 @@
+"""Decisions: the gates a measured technique must pass. Pure functions, no torch.
+
+Gates, in the order they are judged (every gate is judged; the first failure heads the message):
+1. broken image (NaN/Inf or constant), judged before any SSIM;
+2. fidelity: SSIM vs the fp32 reference below the threshold;
+3. speed-up: below ``min_speedup`` vs the fp32 reference of this run (when set);
+4. latency: slower than the baseline beyond ``max_slowdown`` (median ratio) *and* significant
+   (one-sided Mann-Whitney U on the raw samples, p < alpha); a change inside the noise passes;
+5. memory: peak above the baseline's beyond ``max_memory_increase`` plus a small slack.
+No baseline: gates 4 and 5 pass, and the report says "no baseline".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import stats
+from .units import fmt_bytes, fmt_ratio
+
+
+@dataclass(frozen=True)
+class LatencyComparison:
+    ratio: float  # median(candidate) / median(baseline)
+    estimate: float  # Hodges-Lehmann ratio
+    low: float  # 95% CI of the ratio
+    high: float
+    p_value: float  # one-sided, candidate slower
+    min_p_value: float  # the smallest p these sample sizes can reach
+    regression: bool
+    improvement: bool
+
+    def describe(self) -> str:
+        return f"{fmt_ratio(self.ratio)} (95% CI {self.low:.2f}-{self.high:.2f}, p={self.p_value:.2g})"
+
+
+def compare_latency(
+    candidate: Sequence[float],
+    baseline: Sequence[float],
+    max_slowdown: float,
+    alpha: float,
+) -> LatencyComparison:
+    """Regression = the median ratio beyond 1+max_slowdown AND a significant one-sided U test."""
+    ratio = stats.median(candidate) / stats.median(baseline)
+    estimate, low, high = stats.ratio_interval(candidate, baseline)
+    p_slower = stats.mann_whitney_greater(candidate, baseline)
+    p_faster = stats.mann_whitney_greater(baseline, candidate)
+    return LatencyComparison(
+        ratio=ratio,
+        estimate=estimate,
+        low=low,
+        high=high,
+        p_value=p_slower,
+        min_p_value=stats.min_p_value(len(candidate), len(baseline)),
+        regression=ratio > 1.0 + max_slowdown and p_slower < alpha,
+        improvement=ratio < 1.0 / (1.0 + max_slowdown) and p_faster < alpha,
+    )
+
+
+def relative_samples(samples: Sequence[float], reference_median: float) -> list[float]:
+    """Latencies divided by the fp32 reference's median of the same run (cancels machine drift)."""
+    if reference_median <= 0:
+        raise ValueError("reference median must be positive")
+    return [s / reference_median for s in samples]
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str  # "broken", "fidelity", "speed-up", "latency", "memory"
+    passed: bool
+    message: str
+    judged: bool = True  # False: nothing to judge against (no baseline, no threshold)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a verdict depends on, measured or configured."""
+
+    broken: str | None
+    ssim: float | None
+    psnr: float | None
+    min_ssim: float
+    samples: Sequence[float]
+    baseline_samples: Sequence[float] | None = None
+    max_slowdown: float = 0.10
+    alpha: float = 0.01
+    peak_memory: int | None = None
+    baseline_peak_memory: int | None = None
+    max_memory_increase: float = 0.10
+    memory_slack: int = 0
+    speedup: float | None = None
+    min_speedup: float | None = None
+    baseline_note: str = "no baseline"
+    compare_mode: str = "absolute"
+    failures: Sequence[str] = ()  # measurement failures (recompilation...), each fails the test
+
+
+@dataclass(frozen=True)
+class Verdict:
+    gates: tuple[Gate, ...]
+    latency: LatencyComparison | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def failed(self) -> bool:
+        return any(not g.passed for g in self.gates)
+
+    @property
+    def failures(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+    @property
+    def headline(self) -> str:
+        """Short verdict for the table: 'pass', 'pass (no baseline)', 'FAIL fidelity', ..."""
+        failures = self.failures
+        if failures:
+            return "FAIL " + ", ".join(g.name for g in failures)
+        latency = next((g for g in self.gates if g.name == "latency"), None)
+        if latency is not None and not latency.judged:
+            return "pass (no baseline)"
+        if self.latency is not None and self.latency.improvement:
+            return "pass (faster)"
+        return "pass"
+
+    def message(self) -> str:
+        failures = self.failures
+        if not failures:
+            return "all gates passed"
+        return "\n".join(f"{g.name} gate failed: {g.message}" for g in failures)
+
+
+def decide(inputs: Inputs) -> Verdict:
+    gates: list[Gate] = []
+    notes: list[str] = []
+
+    for failure in inputs.failures:
+        gates.append(Gate("measurement", False, failure))
+
+    # 1. broken image
+    if inputs.broken:
+        gates.append(Gate("broken", False, f"broken image: {inputs.broken}"))
+    else:
+        gates.append(Gate("broken", True, "images are finite and not constant"))
+
+    # 2. fidelity
+    if inputs.broken or inputs.ssim is None:
+        gates.append(Gate("fidelity", True, "not judged: no sound image", judged=False))
+    else:
+        psnr = "inf" if inputs.psnr is None or inputs.psnr == float("inf") else f"{inputs.psnr:.1f} dB"
+        if inputs.ssim < inputs.min_ssim:
+            gates.append(
+                Gate(
+                    "fidelity",
+                    False,
+                    f"SSIM {inputs.ssim:.4f} vs the fp32 reference is below the threshold {inputs.min_ssim:.4f} "
+                    f"(PSNR {psnr})",
+                )
+            )
+        else:
+            gates.append(Gate("fidelity", True, f"SSIM {inputs.ssim:.4f} >= {inputs.min_ssim:.4f} (PSNR {psnr})"))
+
+    # 3. speed-up vs the reference of this run
+    if inputs.min_speedup is None or inputs.speedup is None:
+        gates.append(Gate("speed-up", True, "no min_speedup set", judged=False))
+    elif inputs.speedup < inputs.min_speedup:
+        gates.append(
+            Gate(
+                "speed-up",
+                False,
+                f"{inputs.speedup:.2f}x vs the fp32 reference of this run is below "
+                f"min_speedup {inputs.min_speedup:.2f}x",
+            )
+        )
+    else:
+        gates.append(Gate("speed-up", True, f"{inputs.speedup:.2f}x >= {inputs.min_speedup:.2f}x"))
+
+    # 4. latency vs baseline
+    latency: LatencyComparison | None = None
+    if inputs.baseline_samples:
+        latency = compare_latency(inputs.samples, inputs.baseline_samples, inputs.max_slowdown, inputs.alpha)
+        what = "relative to the fp32 reference, " if inputs.compare_mode == "relative" else ""
+        if latency.regression:
+            gates.append(
+                Gate(
+                    "latency",
+                    False,
+                    f"{what}{latency.describe()} vs the baseline: beyond max-slowdown {inputs.max_slowdown:.0%} "
+                    f"and significant (alpha {inputs.alpha:g})",
+                )
+            )
+        else:
+            reason = "inside max-slowdown" if latency.ratio <= 1.0 + inputs.max_slowdown else "not significant"
+            gates.append(Gate("latency", True, f"{what}{latency.describe()} vs the baseline: {reason}"))
+            if latency.min_p_value >= inputs.alpha:
+                notes.append(
+                    f"with {len(inputs.samples)} vs {len(inputs.baseline_samples)} samples the smallest reachable "
+                    f"p-value is {latency.min_p_value:.3g} >= alpha {inputs.alpha:g}: the latency gate can't fail; "
+                    "time more rounds"
+                )
+    else:
+        gates.append(Gate("latency", True, inputs.baseline_note, judged=False))
+
+    # 5. memory vs baseline
+    if inputs.peak_memory is not None and inputs.baseline_peak_memory:
+        limit = inputs.baseline_peak_memory * (1.0 + inputs.max_memory_increase) + inputs.memory_slack
+        change = inputs.peak_memory / inputs.baseline_peak_memory - 1.0
+        text = (
+            f"peak {fmt_bytes(inputs.peak_memory)} vs baseline {fmt_bytes(inputs.baseline_peak_memory)} ({change:+.1%})"
+        )
+        if inputs.peak_memory > limit:
+            gates.append(Gate("memory", False, f"{text}: beyond the tolerance {inputs.max_memory_increase:.0%}"))
+        else:
+            gates.append(Gate("memory", True, text))
+    else:
+        gates.append(Gate("memory", True, "no baseline peak", judged=False))
+
+    return Verdict(gates=tuple(gates), latency=latency, notes=tuple(notes))

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Train the bundled tiny-sd preset and its tiny VAE on a procedural data set, on the CPU.
+
+Why: with random weights a tiny pipeline's image is decided by its VAE and the initial
+noise, so a broken UNet still scores a high SSIM and the fidelity gate is blind. Trained
+weights make the prompt, and therefore the denoiser, decide the picture.
+
+What: 64x64 images of coloured shapes on coloured backgrounds, captioned
+"a red circle on a white background". Three stages, each deterministic:
+  1. AutoencoderKL (scale factor 4) on the images;
+  2. the text-conditioned UNet jointly with the CLIP text encoder on the VAE latents
+     (captions dropped 10% of the time, so classifier-free guidance works);
+  3. AutoencoderTiny against that VAE's latents (the bundled `tiny-vae`).
+The pipeline is written as a diffusers folder (safetensors) and the tiny VAE beside it.
+
+    python scripts/train_tiny.py                 # full run, writes the shipped presets
+    python scripts/train_tiny.py --quick --out /tmp/x   # a few steps, proves it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_diffaccel.models import tiny  # noqa: E402
+
+DEFAULT_OUT = ROOT / "pytest_diffaccel" / "models" / "presets"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder that receives tiny-sd/ and tiny-vae/")
+    parser.add_argument("--samples", type=int, default=4096)
+    parser.add_argument("--vae-steps", type=int, default=600)
+    parser.add_argument("--vae-batch", type=int, default=16)
+    parser.add_argument("--unet-steps", type=int, default=1200)
+    parser.add_argument("--unet-batch", type=int, default=32)
+    parser.add_argument("--unet-lr", type=float, default=5e-4)
+    parser.add_argument("--tiny-vae-steps", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="fixed so that reruns are bit-identical")
+    parser.add_argument("--quick", action="store_true", help="a handful of steps on a small data set")
+    parser.add_argument(
+        "--stages",
+        default="vae,unet,tiny-vae",
+        help="comma-separated stages to train; the others are loaded from --out (each stage has its own seed, "
+        "so a partial rerun gives the same weights as a full one)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.samples, args.vae_steps, args.unet_steps, args.tiny_vae_steps = 64, 3, 3, 3
+        args.vae_batch = args.unet_batch = 8
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[train_tiny {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def lr_at(step: int, base: float, total: int, warmup: int = 50) -> float:
+    import math
+
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batches(count: int, batch: int, steps: int, generator: object):
+    import torch
+
+    assert isinstance(generator, torch.Generator)
+    for _ in range(steps):
+        yield torch.randint(0, count, (batch,), generator=generator)
+
+
+def train_vae(images, args):  # type: ignore[no-untyped-def]
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(args.seed)
+    vae = AutoencoderKL(**tiny.vae_config())
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    for step, index in enumerate(batches(len(images), args.vae_batch, args.vae_steps, generator)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, 1e-3, args.vae_steps)
+        x = images[index]
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        recon = vae.decode(z).sample
+        kl = posterior.kl().mean() / z[0].numel()
+        loss = (recon - x).abs().mean() + (recon - x).pow(2).mean() + 1e-4 * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == args.vae_steps - 1:
+            log(f"vae step {step}: loss {loss.item():.4f}")
+    vae.eval()
+    with torch.no_grad():
+        means = torch.cat([vae.encode(images[i : i + 64]).latent_dist.mean for i in range(0, len(images), 64)])
+    scaling = float(1.0 / means.std())
+    vae.register_to_config(scaling_factor=scaling)
+    log(f"vae latents: std {means.std().item():.3f}, |max| {means.abs().max().item():.2f}, scaling {scaling:.4f}")
+    return vae, means
+
+
+def train_unet(latents, captions, args):  # type: ignore[no-untyped-def]
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(args.seed + 2)
+    tokenizer = CLIPTokenizer.from_pretrained(args.tokenizer_dir)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**tiny.text_encoder_config(len(tokenizer))))
+    unet = UNet2DConditionModel(**tiny.unet_config())
+    noise_scheduler = DDPMScheduler(**tiny.scheduler_config())
+    alphas = noise_scheduler.alphas_cumprod
+
+    def ids(texts: list[str]) -> torch.Tensor:
+        return tokenizer(
+            texts, padding="max_length", max_length=tiny.TEXT_LENGTH, truncation=True, return_tensors="pt"
+        ).input_ids
+
+    caption_ids = ids(captions)
+    empty_ids = ids([""])
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(args.seed + 3)
+    for step, index in enumerate(batches(len(latents), args.unet_batch, args.unet_steps, generator)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args.unet_lr, args.unet_steps)
+        x0 = latents[index]
+        tokens = caption_ids[index].clone()
+        drop = torch.rand(len(index), generator=generator) < 0.1
+        tokens[drop] = empty_ids
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        hidden = text_encoder(tokens)[0]
+        pred = unet(noisy, t, hidden).sample
+        loss = (pred - noise).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if step % 100 == 0 or step == args.unet_steps - 1:
+            log(f"unet step {step}: loss {loss.item():.4f}")
+    return unet.eval(), text_encoder.eval(), tokenizer
+
+
+def train_tiny_vae(images, latents, args):  # type: ignore[no-untyped-def]
+    """AutoencoderTiny against the VAE's *scaled* latents (unit variance, scaling_factor 1.0): the
+    pipeline divides by the tiny VAE's own scaling factor, and TAESD's decoder squashes its input
+    with tanh(x / 3) * 3, so it must see latents of about unit scale."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(args.seed + 4)
+    tvae = AutoencoderTiny(**tiny.tiny_vae_config(1.0))
+    optimizer = torch.optim.AdamW(tvae.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(args.seed + 5)
+    for step, index in enumerate(batches(len(images), args.vae_batch, args.tiny_vae_steps, generator)):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, 1e-3, args.tiny_vae_steps)
+        x, z = images[index], latents[index]
+        decoded = tvae.decoder(z)
+        encoded = tvae.encoder(x)
+        loss = (decoded - x).abs().mean() + (decoded - x).pow(2).mean() + (encoded - z).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == args.tiny_vae_steps - 1:
+            log(f"tiny-vae step {step}: loss {loss.item():.4f}")
+    return tvae.eval()
+
+
+def digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*.safetensors")):
+        h.update(path.relative_to(folder).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    started = time.perf_counter()
+    out: Path = args.out
+    sd_dir, tvae_dir = out / "tiny-sd", out / "tiny-vae"
+    args.tokenizer_dir = sd_dir / "tokenizer"
+    tiny.write_tokenizer(args.tokenizer_dir)
+
+    images_np, captions = tiny.dataset(args.samples, args.seed)
+    images = torch.from_numpy(images_np)
+    log(f"data set: {len(captions)} images, e.g. {captions[0]!r}")
+
+    stages = {stage.strip() for stage in args.stages.split(",") if stage.strip()}
+    unknown = stages - {"vae", "unet", "tiny-vae"}
+    if unknown:
+        raise SystemExit(f"--stages: unknown stage(s) {sorted(unknown)}; use vae, unet, tiny-vae")
+    if "vae" in stages:
+        vae, means = train_vae(images, args)
+    else:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(sd_dir / "vae").eval()
+        with torch.no_grad():
+            means = torch.cat([vae.encode(images[i : i + 64]).latent_dist.mean for i in range(0, len(images), 64)])
+        log("vae: loaded from " + str(sd_dir / "vae"))
+    scaling = float(vae.config.scaling_factor)
+    if "unet" in stages:
+        unet, text_encoder, tokenizer = train_unet(means * scaling, captions, args)
+    else:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        unet = UNet2DConditionModel.from_pretrained(sd_dir / "unet").eval()
+        text_encoder = CLIPTextModel.from_pretrained(sd_dir / "text_encoder").eval()
+        tokenizer = CLIPTokenizer.from_pretrained(args.tokenizer_dir)
+        log("unet and text encoder: loaded from " + str(sd_dir))
+    if "tiny-vae" in stages:
+        tvae = train_tiny_vae(images, means * scaling, args)
+        tvae.save_pretrained(tvae_dir, safe_serialization=True)
+
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**tiny.scheduler_config()),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(sd_dir, safe_serialization=True)
+    info = {
+        "trained_by": "scripts/train_tiny.py",
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "torch": torch.__version__,
+        "seconds": round(time.perf_counter() - started, 1),
+        "sha256_16": {"tiny-sd": digest(sd_dir), "tiny-vae": digest(tvae_dir)},
+    }
+    (out / "TRAINING.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    log(f"wrote {sd_dir} and {tvae_dir} in {info['seconds']} s; digests {info['sha256_16']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

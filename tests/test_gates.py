@@ -1,0 +1,225 @@
+"""End to end through pytester: real pytest sessions on the bundled tiny-sd, each gate failing
+when it should and passing when it should, with injected faults made as techniques."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+FAULTS = """
+import os
+import torch
+
+
+def pytest_diffaccel_register_techniques(register):
+    @register("nan-image")
+    def nan_image(pipe):
+        with torch.no_grad():
+            pipe.vae.decoder.conv_out.weight.fill_(float("nan"))
+        return pipe
+
+    @register("black-image")
+    def black_image(pipe):
+        decode = pipe.vae.decode
+
+        def black(latents, *args, **kwargs):
+            out = decode(latents, *args, **kwargs)
+            (out[0] if isinstance(out, tuple) else out.sample).fill_(-1.0)
+            return out
+
+        pipe.vae.decode = black
+        return pipe
+
+    @register("noisy-unet", min_ssim=0.93)
+    def noisy_unet(pipe):
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in pipe.unet.parameters():
+                rms = p.pow(2).mean().sqrt()
+                p.add_(torch.randn(p.shape, generator=generator) * rms * 0.2)
+        return pipe
+
+    @register("maybe-slow")
+    def maybe_slow(pipe):
+        if os.environ.get("DIFFACCEL_TEST_SLOW") == "1":
+            forward = pipe.unet.forward
+
+            def slow(*args, **kwargs):
+                forward(*args, **kwargs)  # real extra compute: the whole UNet forward once more
+                return forward(*args, **kwargs)
+
+            pipe.unet.forward = slow
+        return pipe
+"""
+
+TEST = """
+def test_acceleration(diffaccel_pipeline, diffaccel_benchmark):
+    diffaccel_benchmark(diffaccel_pipeline)
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(FAULTS)
+    pytester.makepyfile(test_speed=TEST)
+    return pytester
+
+
+def test_clean_technique_passes_and_prints_the_table(project, run_inner):
+    result = run_inner("--diffaccel-techniques", "fp32,sdpa-math")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "diffaccel: device=cpu model=tiny-sd techniques=fp32,sdpa-math*",
+            "*= diffaccel =*",
+            "technique*median*speed-up vs fp32*vs baseline*SSIM*peak memory*verdict",
+            "fp32 *x*no baseline*1.0000*iB*pass (no baseline)",
+            "sdpa-math *x*no baseline*iB*pass (no baseline)",
+        ]
+    )
+
+
+@pytest.mark.parametrize(("technique", "reason"), [("nan-image", "NaN"), ("black-image", "constant")])
+def test_broken_image_fails_the_broken_gate(project, run_inner, technique, reason):
+    result = run_inner("--diffaccel-techniques", technique)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*broken gate failed: broken image: *{reason}*", f"{technique} *FAIL broken*"])
+
+
+def test_perturbed_unet_fails_the_fidelity_gate(project, run_inner):
+    result = run_inner("--diffaccel-techniques", "noisy-unet")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*fidelity gate failed: SSIM 0.* vs the fp32 reference is below the threshold 0.9300*"]
+    )
+
+
+def test_marker_overrides_the_threshold_and_selects_techniques(project, run_inner):
+    project.makepyfile(
+        test_marker="""
+import pytest
+
+@pytest.mark.diffaccel(techniques="noisy-unet", min_ssim=0.0)
+def test_lenient(diffaccel_pipeline, diffaccel_benchmark):
+    result = diffaccel_benchmark(diffaccel_pipeline)
+    assert result.ssim < 0.93
+"""
+    )
+    result = run_inner("test_marker.py", "--diffaccel-min-ssim", "0.99")
+    result.assert_outcomes(passed=1)
+
+
+def test_latency_gate_against_a_saved_baseline(project, run_inner, monkeypatch, tmp_path):
+    folder = tmp_path / "baselines"
+    args = ("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}")
+    first = run_inner(*args, "--diffaccel-save", "all")
+    first.assert_outcomes(passed=1)
+    files = list(folder.glob("cpu-*.json"))
+    assert len(files) == 1
+    stored = json.loads(files[0].read_text())["entries"]
+    assert list(stored) == ["test_speed.py::test_acceleration[maybe-slow]"]
+    saved_bytes = files[0].read_bytes()
+
+    monkeypatch.setenv("DIFFACCEL_TEST_SLOW", "1")
+    slow = run_inner(*args)
+    slow.assert_outcomes(failed=1)
+    slow.stdout.fnmatch_lines(
+        ["*latency gate failed: *x slower (95% CI *, p=*) vs the baseline: beyond max-slowdown 10%*"]
+    )
+    assert files[0].read_bytes() == saved_bytes  # never written without --diffaccel-save
+
+    monkeypatch.delenv("DIFFACCEL_TEST_SLOW")
+    again = run_inner(*args)
+    again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines(["maybe-slow *(CI *)*pass*"])
+
+
+def test_save_missing_keeps_existing_entries(project, run_inner, tmp_path):
+    folder = tmp_path / "b"
+    run_inner("--diffaccel-techniques", "fp32", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")
+    path = next(folder.glob("*.json"))
+    before = json.loads(path.read_text())["entries"]
+    result = run_inner(
+        "--diffaccel-techniques", "fp32,sdpa-math", f"--diffaccel-baselines={folder}", "--diffaccel-save", "missing"
+    )
+    result.stdout.fnmatch_lines(["baselines: 1 written to *, 1 kept (--diffaccel-save missing)"])
+    after = json.loads(path.read_text())["entries"]
+    key = "test_speed.py::test_acceleration[fp32]"
+    assert after[key] == before[key]
+    assert "test_speed.py::test_acceleration[sdpa-math]" in after
+
+
+def test_failed_fidelity_is_not_saved_as_a_baseline(project, run_inner, tmp_path):
+    folder = tmp_path / "b"
+    run_inner("--diffaccel-techniques", "noisy-unet,fp32", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")
+    entries = json.loads(next(folder.glob("*.json")).read_text())["entries"]
+    assert list(entries) == ["test_speed.py::test_acceleration[fp32]"]
+
+
+def test_cuda_only_technique_is_skipped_with_its_reason(project, run_inner):
+    result = run_inner("--diffaccel-techniques", "sdpa-efficient,tf32", "-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*sdpa-efficient: needs CUDA (run with --diffaccel-gpu on a GPU machine)*"])
+
+
+# ----------------------------------------------------------------------------- bad input: exit 4, clear message
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--diffaccel-techniques", "bf16,warp-drive"), "*unknown technique 'warp-drive'*known: *bf16*fp16*"),
+        (("--diffaccel-techniques", "fp16+bf16"), "*'fp16' and 'bf16' can't be combined*"),
+        (("--diffaccel-min-ssim", "high"), "*--diffaccel-min-ssim: 'high' is not a number*"),
+        (("--diffaccel-min-ssim", "1.5"), "*outside [[]0, 1[]]*"),
+        (("--diffaccel-max-slowdown", "lots"), "*--diffaccel-max-slowdown: 'lots' is not a percentage*"),
+        (("--diffaccel-size", "64"), "*--diffaccel-size: '64' is not a size; write HEIGHTxWIDTH*"),
+        (("--diffaccel-model", "./no/such/model"), "*--diffaccel-model './no/such/model': no such folder*"),
+        (("--diffaccel-gpu",), "*--diffaccel-gpu: CUDA is not available on this machine*"),
+    ],
+)
+def test_bad_input_is_a_usage_error(project, run_inner, args, message):
+    result = run_inner(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_model_folder_that_is_not_diffusers(project, run_inner, tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    result = run_inner("--diffaccel-model", str(tmp_path))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*is not a diffusers folder (no model_index.json)*"])
+
+
+def test_marker_with_a_bad_value(project, run_inner):
+    project.makepyfile(
+        test_bad_marker="""
+import pytest
+
+@pytest.mark.diffaccel(techniques="fp32", max_slowdown="a lot")
+def test_it(diffaccel_pipeline, diffaccel_benchmark):
+    diffaccel_benchmark(diffaccel_pipeline)
+"""
+    )
+    result = run_inner("test_bad_marker.py")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*max_slowdown=...*'a lot' is not a percentage*"])
+
+
+def test_corrupt_baseline_is_named_and_left_unchanged(project, run_inner, tmp_path):
+    folder = tmp_path / "b"
+    run_inner("--diffaccel-techniques", "fp32", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")
+    path = next(folder.glob("*.json"))
+    path.write_text(path.read_text()[:-40])  # truncated, as a bad merge would leave it
+    before = path.read_bytes()
+    result = run_inner("--diffaccel-techniques", "fp32", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*baseline file {path}: not valid JSON*left unchanged*"])
+    assert path.read_bytes() == before
+
+
+def test_unrelated_suite_imports_no_torch(pytester: pytest.Pytester):
+    pytester.makepyfile(test_plain="def test_one():\n    import sys\n    assert 'torch' not in sys.modules\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

@@ -1,0 +1,92 @@
+"""The gates, one by one, with numbers that decide them."""
+
+import pytest
+
+from pytest_diffaccel import verdict
+
+BASE = [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.01, 0.99]
+
+
+def inputs(**changes):
+    values = {"broken": None, "ssim": 0.99, "psnr": 40.0, "min_ssim": 0.95, "samples": BASE}
+    values.update(changes)
+    return verdict.Inputs(**values)
+
+
+def test_clean_result_without_baseline_passes_and_says_so():
+    v = verdict.decide(inputs())
+    assert not v.failed
+    assert v.headline == "pass (no baseline)"
+
+
+def test_broken_image_fails_before_fidelity_is_judged():
+    v = verdict.decide(inputs(broken="image has 10 NaN and 0 Inf values", ssim=None))
+    assert v.failed
+    assert [g.name for g in v.failures] == ["broken"]
+    assert "NaN" in v.message()
+
+
+def test_fidelity_gate_names_ssim_and_threshold():
+    v = verdict.decide(inputs(ssim=0.81))
+    assert v.headline == "FAIL fidelity"
+    assert "SSIM 0.8100" in v.message() and "0.9500" in v.message()
+
+
+def test_fidelity_fails_even_when_faster():
+    v = verdict.decide(inputs(ssim=0.5, samples=[s / 2 for s in BASE], baseline_samples=BASE))
+    assert [g.name for g in v.failures] == ["fidelity"]
+    assert v.latency is not None and v.latency.improvement
+
+
+def test_significant_slowdown_beyond_threshold_fails():
+    slow = [s * 1.3 for s in BASE]
+    v = verdict.decide(inputs(samples=slow, baseline_samples=BASE))
+    assert v.headline == "FAIL latency"
+    assert "1.30x slower" in v.message()
+    assert "95% CI" in v.message()
+
+
+def test_slowdown_inside_max_slowdown_passes():
+    v = verdict.decide(inputs(samples=[s * 1.05 for s in BASE], baseline_samples=BASE, max_slowdown=0.10))
+    assert not v.failed
+    assert "inside max-slowdown" in v.gates[3].message
+
+
+def test_large_but_noisy_change_is_not_significant():
+    noisy_base = [1.0, 2.0, 0.5, 1.5, 0.7, 1.8]
+    noisy_new = [1.3, 2.4, 0.6, 1.7, 0.9, 2.2]
+    v = verdict.decide(inputs(samples=noisy_new, baseline_samples=noisy_base))
+    assert v.latency is not None and v.latency.ratio > 1.10
+    assert not v.failed
+
+
+def test_unreachable_alpha_is_reported():
+    v = verdict.decide(inputs(samples=[2.0, 2.1, 2.2], baseline_samples=[1.0, 1.1, 1.2], alpha=0.01))
+    assert not v.failed  # 3 vs 3 can't reach p < 0.05
+    assert any("smallest reachable p-value" in note for note in v.notes)
+
+
+def test_memory_gate_uses_tolerance_and_slack():
+    ok = verdict.decide(inputs(peak_memory=105, baseline_peak_memory=100, max_memory_increase=0.10))
+    assert not ok.failed
+    bad = verdict.decide(inputs(peak_memory=120, baseline_peak_memory=100, max_memory_increase=0.10))
+    assert bad.headline == "FAIL memory"
+    slack = verdict.decide(inputs(peak_memory=120, baseline_peak_memory=100, max_memory_increase=0.10, memory_slack=50))
+    assert not slack.failed
+
+
+def test_min_speedup_gate():
+    assert verdict.decide(inputs(speedup=0.9, min_speedup=1.1)).headline == "FAIL speed-up"
+    assert not verdict.decide(inputs(speedup=1.5, min_speedup=1.1)).failed
+    assert not verdict.decide(inputs(speedup=0.2)).failed  # no gate unless asked
+
+
+def test_measurement_failures_fail_the_verdict():
+    v = verdict.decide(inputs(failures=["recompiled during the timed rounds: ..."]))
+    assert v.headline.startswith("FAIL measurement")
+
+
+def test_relative_samples():
+    assert verdict.relative_samples([2.0, 4.0], 2.0) == [1.0, 2.0]
+    with pytest.raises(ValueError):
+        verdict.relative_samples([1.0], 0.0)
