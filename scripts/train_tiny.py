@@ -40,10 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=4096)
     parser.add_argument("--vae-steps", type=int, default=600)
     parser.add_argument("--vae-batch", type=int, default=16)
-    parser.add_argument("--unet-steps", type=int, default=1200)
+    parser.add_argument("--unet-steps", type=int, default=2400)
     parser.add_argument("--unet-batch", type=int, default=32)
-    parser.add_argument("--unet-lr", type=float, default=5e-4)
-    parser.add_argument("--tiny-vae-steps", type=int, default=600)
+    parser.add_argument("--unet-lr", type=float, default=1e-3)
+    parser.add_argument("--tiny-vae-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="fixed so that reruns are bit-identical")
     parser.add_argument("--quick", action="store_true", help="a handful of steps on a small data set")
@@ -157,14 +157,19 @@ def train_unet(latents, captions, args):  # type: ignore[no-untyped-def]
     return unet.eval(), text_encoder.eval(), tokenizer
 
 
-def train_tiny_vae(images, latents, args):  # type: ignore[no-untyped-def]
+def train_tiny_vae(images, latents, vae, args):  # type: ignore[no-untyped-def]
     """AutoencoderTiny against the VAE's *scaled* latents (unit variance, scaling_factor 1.0): the
     pipeline divides by the tiny VAE's own scaling factor, and TAESD's decoder squashes its input
-    with tanh(x / 3) * 3, so it must see latents of about unit scale."""
+    with tanh(x / 3) * 3, so it must see latents of about unit scale.
+
+    The decoder is distilled from the VAE's decoder on latents jittered around the data set's
+    (the denoiser's latents are never exactly on the data manifold), so that swapping it in
+    gives a faithful, not identical, picture; the encoder learns the VAE's latents."""
     import torch
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(args.seed + 4)
+    scaling = float(vae.config.scaling_factor)
     tvae = AutoencoderTiny(**tiny.tiny_vae_config(1.0))
     optimizer = torch.optim.AdamW(tvae.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(args.seed + 5)
@@ -172,15 +177,26 @@ def train_tiny_vae(images, latents, args):  # type: ignore[no-untyped-def]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, 1e-3, args.tiny_vae_steps)
         x, z = images[index], latents[index]
-        decoded = tvae.decoder(z)
+        jitter = torch.rand(len(index), 1, 1, 1, generator=generator) * 0.5
+        z_in = z + jitter * torch.randn(z.shape, generator=generator)
+        with torch.no_grad():
+            target = vae.decode(z_in / scaling).sample.clamp(-1, 1)
+        decoded = tvae.decoder(z_in)
         encoded = tvae.encoder(x)
-        loss = (decoded - x).abs().mean() + (decoded - x).pow(2).mean() + (encoded - z).pow(2).mean()
+        loss = (decoded - target).abs().mean() + (decoded - target).pow(2).mean() + (encoded - z).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step % 100 == 0 or step == args.tiny_vae_steps - 1:
             log(f"tiny-vae step {step}: loss {loss.item():.4f}")
     return tvae.eval()
+
+
+def _relative(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def digest(folder: Path) -> str:
@@ -233,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = CLIPTokenizer.from_pretrained(args.tokenizer_dir)
         log("unet and text encoder: loaded from " + str(sd_dir))
     if "tiny-vae" in stages:
-        tvae = train_tiny_vae(images, means * scaling, args)
+        tvae = train_tiny_vae(images, means * scaling, vae, args)
         tvae.save_pretrained(tvae_dir, safe_serialization=True)
 
     pipe = StableDiffusionPipeline(
@@ -249,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe.save_pretrained(sd_dir, safe_serialization=True)
     info = {
         "trained_by": "scripts/train_tiny.py",
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {k: _relative(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "torch": torch.__version__,
         "seconds": round(time.perf_counter() - started, 1),
         "sha256_16": {"tiny-sd": digest(sd_dir), "tiny-vae": digest(tvae_dir)},
