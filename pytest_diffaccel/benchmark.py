@@ -8,13 +8,18 @@ import pytest
 
 from . import fidelity, verdict
 from .config import Settings
-from .measure import measure, one_line
+from .measure import Call, measure, one_line
 from .results import Result
-from .session import DiffaccelSession, TechniqueFailed
+from .session import DiffaccelSession, TechniqueFailed, exclusive_device
 from .techniques import Spec
+from .units import fmt_bytes
 
 # The CPU's resident-set estimate moves by a few MiB between identical runs.
 MEMORY_SLACK = {"cuda": 1 << 20, "cpu": 64 << 20}
+
+
+def contexts_of(applied: Any) -> list[Any]:
+    return list(applied.call_contexts) if applied is not None else []
 
 
 class Benchmark:
@@ -38,34 +43,30 @@ class Benchmark:
         self.results: list[Result] = []
 
     def __call__(self, pipe: Any, **call_kwargs: Any) -> Result:
-        state, settings, spec = self.state, self.settings, self.spec
-        call = state.call_for(settings).with_extra(call_kwargs)
+        call = self.state.call_for(self.settings).with_extra(call_kwargs)
         test_id = self.item.nodeid if not self.results else f"{self.item.nodeid}#{len(self.results) + 1}"
+        try:
+            return self._run(pipe, call, test_id, call_kwargs)
+        finally:
+            if self.progress is not None:
+                self.progress.close()  # erase the live status before pytest writes the outcome
+
+    def _run(self, pipe: Any, call: Call, test_id: str, call_kwargs: dict[str, Any]) -> Result:
+        state, settings, spec = self.state, self.settings, self.spec
         reference = state.reference(call, settings, self.progress)
-        contexts = list(self.applied.call_contexts) if self.applied is not None else []
+        contexts = contexts_of(self.applied)
         if state.device == "cuda" and not any(p.technique.name == "tf32" for p in spec.parts):
             from .techniques.precision import tf32
 
             contexts.insert(0, lambda: tf32(False))
-        try:
-            measurement = measure(
-                pipe,
-                call,
-                device=state.device,
-                contexts=contexts,
-                min_rounds=settings.rounds,
-                max_rounds=settings.max_rounds,
-                max_time=settings.max_time,
-                warmup=settings.warmup,
-                compiles=spec.compiles,
-                progress=self.progress,
-            )
-        except Exception as error:
-            raise TechniqueFailed(f"{spec.name}: the call failed: {one_line(error)}") from error
+        reuse = spec.is_reference and not contexts_of(self.applied) and not call_kwargs
+        # fp32 is the reference itself: not timed twice
+        measurement = reference.measurement if reuse else self._measure(pipe, call, contexts)
 
         why_broken = fidelity.broken(measurement.images)
         scores = None if why_broken else fidelity.compare(measurement.images, reference.images)
-        min_ssim = settings.min_ssim if settings.min_ssim is not None else spec.min_ssim
+        overrides = dict(state.info.ssim_overrides)
+        min_ssim = settings.min_ssim if settings.min_ssim is not None else spec.min_ssim_for(overrides)
         speedup = reference.median / measurement.median
         entry, note = state.baseline_for(test_id, call)
         baseline_samples = list(entry["samples"]) if entry else None
@@ -93,6 +94,8 @@ class Benchmark:
             )
         )
         notes = list(self.applied.notes) if self.applied is not None else []
+        if reuse:
+            notes.append("fp32 is the reference: its measurement is the reference's")
         notes += list(decision.notes)
         if state.info.random_weights:
             notes.append("random weights: fidelity says little about real pictures")
@@ -135,3 +138,44 @@ class Benchmark:
         ):
             self.item.user_properties.append((name, value))
         return result
+
+    def _measure(self, pipe: Any, call: Call, contexts: list[Any]) -> Any:
+        settings, spec = self.settings, self.spec
+        try:
+            with exclusive_device(self.state.device):
+                return measure(
+                    pipe,
+                    call,
+                    device=self.state.device,
+                    contexts=contexts,
+                    min_rounds=settings.rounds,
+                    max_rounds=settings.max_rounds,
+                    max_time=settings.max_time,
+                    warmup=settings.warmup,
+                    compiles=spec.compiles,
+                    progress=self.progress,
+                )
+        except Exception as error:
+            if _is_out_of_memory(error):
+                peak = _peak_memory(self.state.device)
+                raise TechniqueFailed(
+                    f"{spec.name}: out of memory (peak {fmt_bytes(peak)} when it failed): {one_line(error)}"
+                ) from None
+            raise TechniqueFailed(f"{spec.name}: the call failed: {one_line(error)}") from error
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError)
+
+
+def _peak_memory(device: str) -> int | None:
+    """The peak reached before an out-of-memory error: CUDA's allocator peak, or the process RSS."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    from .measure import _rss_bytes
+
+    return _rss_bytes()

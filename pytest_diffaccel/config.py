@@ -285,6 +285,20 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("html", parse_path, "write a self-contained HTML report with the images", metavar="PATH"),
     Option(
+        "gpus",
+        parse_gpu_ids,
+        "GPUs for pytest-xdist workers, e.g. 0,1,2,3 (default: all visible); worker gwN uses the Nth; "
+        "workers sharing a GPU take turns measuring",
+        metavar="LIST",
+    ),
+    Option(
+        "allow_pickle",
+        parse_bool,
+        "allow a model whose weights are pickle files (.bin/.ckpt); they can run code when loaded. "
+        "trust_remote_code is never turned on.",
+        flag=True,
+    ),
+    Option(
         "list_techniques",
         parse_bool,
         "list every technique, what it needs and whether it can run here, then exit",
@@ -320,6 +334,8 @@ DEFAULTS: Mapping[str, Any] = {
     "json": None,
     "md": None,
     "html": None,
+    "gpus": None,
+    "allow_pickle": False,
     "list_techniques": False,
 }
 
@@ -352,6 +368,8 @@ class Settings:
     json: Path | None = None
     md: Path | None = None
     html: Path | None = None
+    gpus: tuple[int, ...] | None = None
+    allow_pickle: bool = False
     list_techniques: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 

@@ -54,6 +54,25 @@ def pytest_configure(config: pytest.Config) -> None:
     from .session import DiffaccelSession
 
     config.stash[STATE] = DiffaccelSession(settings, registry)
+    if not _is_worker(config) and config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistRelay(config), "diffaccel-xdist-relay")
+    if settings.gpu and _is_worker(config):
+        _pin_worker_gpu(config, settings)
+
+
+def _pin_worker_gpu(config: pytest.Config, settings: cfg.Settings) -> None:
+    """pytest-xdist worker gwN takes GPU number N of --diffaccel-gpus (all visible GPUs by default)."""
+    import torch
+
+    worker = str(config.workerinput.get("workerid", "gw0"))  # type: ignore[attr-defined]
+    number = int("".join(ch for ch in worker if ch.isdigit()) or 0)
+    gpus = settings.gpus or tuple(range(torch.cuda.device_count()))
+    bad = [g for g in gpus if g >= torch.cuda.device_count()]
+    if bad:
+        raise pytest.UsageError(
+            f"--diffaccel-gpus: GPU {bad[0]} does not exist; this machine has {torch.cuda.device_count()}"
+        )
+    torch.cuda.set_device(gpus[number % len(gpus)])
 
 
 def _require_cuda() -> None:
@@ -172,7 +191,11 @@ def diffaccel_reference(request: pytest.FixtureRequest) -> Any:
     """The fp32 reference of this test's call: images and latency samples, once per session."""
     state = _state(request.config)
     settings = state.settings_for(request.node)
-    return state.reference(state.call_for(settings), settings, _progress(request))
+    progress = _progress(request, "fp32 reference")
+    try:
+        return state.reference(state.call_for(settings), settings, progress)
+    finally:
+        progress.close()
 
 
 @pytest.fixture
@@ -234,10 +257,11 @@ def _guarded(bench: Any, node: pytest.Item) -> Any:
     return run
 
 
-def _progress(request: pytest.FixtureRequest) -> Any:
+def _progress(request: pytest.FixtureRequest, label: str | None = None) -> Any:
     from .report.progress import progress_for
 
-    return progress_for(request.config, request.node)
+    spec = request.node.callspec.params.get("diffaccel_technique") if hasattr(request.node, "callspec") else None
+    return progress_for(request.config, request.node, label or spec)
 
 
 def _record_failure(node: pytest.Item, technique: str, reason: str) -> None:
@@ -258,6 +282,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if state is None or "diffaccel_technique" not in getattr(item, "fixturenames", ()):
         return report
     technique = _technique_of(item)
+    if report.when == "teardown":
+        if _is_worker(item.config):  # pytest-xdist: the controller writes reports and baselines
+            from .results import to_payload
+
+            mine = [r for r in state.results if r.test_id.split("#")[0] == item.nodeid]
+            report.diffaccel_results = [to_payload(r) for r in mine]
+        elif state.settings.json and state.results:
+            from .report.jsonreport import write_json
+
+            write_json(state, state.settings.json)  # after every test: a killed run still leaves its numbers
     if report.when == "setup" and report.skipped:
         from .results import Result
 
@@ -281,6 +315,33 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+class XdistRelay:
+    """On the pytest-xdist controller: gathers the workers' results from their teardown reports."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        payloads = getattr(report, "diffaccel_results", None)
+        if not payloads:
+            return
+        state = self.config.stash.get(STATE, None)
+        if state is None:
+            return
+        from .results import from_payload
+
+        state.used = True
+        state.results.extend(from_payload(p) for p in payloads)
+        if state.settings.json:
+            from .report.jsonreport import write_json
+
+            write_json(state, state.settings.json)
+
+
 def _technique_of(item: pytest.Item) -> str:
     callspec = getattr(item, "callspec", None)
     if callspec is not None and "diffaccel_technique" in callspec.params:
@@ -290,7 +351,7 @@ def _technique_of(item: pytest.Item) -> str:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE, None)
-    if state is None or not state.used:
+    if state is None or not state.used or _is_worker(session.config):
         return
     from .baselines import BaselineError
 

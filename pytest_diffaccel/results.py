@@ -115,3 +115,67 @@ class Result:
             "versions": versions,
             "recorded": self.recorded,
         }
+
+
+# ----------------------------------------------------------------------------- transport (pytest-xdist)
+
+
+def _encode_images(images: Any) -> list[str] | None:
+    """float NHWC in [0, 1] -> PNG (base64) per image: exact to 8 bits, small, JSON-able."""
+    if images is None:
+        return None
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    encoded = []
+    for image in np.asarray(images):
+        data = (np.clip(np.nan_to_num(image, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(data).save(buffer, format="PNG")
+        encoded.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return encoded
+
+
+def _decode_images(encoded: list[str] | None) -> Any:
+    if encoded is None:
+        return None
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    arrays = [np.asarray(Image.open(io.BytesIO(base64.b64decode(item))), dtype=np.float32) / 255.0 for item in encoded]
+    return np.stack(arrays)
+
+
+def to_payload(result: Result) -> dict[str, Any]:
+    """A JSON-able copy of a result, for a pytest-xdist worker to send to the controller."""
+    import dataclasses
+
+    data = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+    data["images"] = _encode_images(result.images)
+    data["reference_images"] = _encode_images(result.reference_images)
+    data["verdict"] = dataclasses.asdict(result.verdict) if result.verdict else None
+    return data
+
+
+def from_payload(data: dict[str, Any]) -> Result:
+    from .verdict import Gate, LatencyComparison, Verdict
+
+    values = dict(data)
+    verdict = values.pop("verdict")
+    values["images"] = _decode_images(values.get("images"))
+    values["reference_images"] = _decode_images(values.get("reference_images"))
+    result = Result(**values)
+    if verdict is not None:
+        latency = verdict.get("latency")
+        result.verdict = Verdict(
+            gates=tuple(Gate(**g) for g in verdict["gates"]),
+            latency=LatencyComparison(**latency) if latency else None,
+            notes=tuple(verdict.get("notes", ())),
+        )
+    return result

@@ -6,9 +6,12 @@ that never touches a diffaccel fixture pays nothing.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import importlib.metadata
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +80,7 @@ class DiffaccelSession:
         if self._info is None:
             from .models import model_info
 
-            self._info = model_info(self.settings.model)
+            self._info = model_info(self.settings.model, allow_pickle=self.settings.allow_pickle)
         return self._info
 
     # ------------------------------------------------------------------ device, machine, versions
@@ -136,7 +139,7 @@ class DiffaccelSession:
         if self._source is None:
             from .models.loading import ModelSource
 
-            self._source = ModelSource(self.info)
+            self._source = ModelSource(self.info, allow_pickle=self.settings.allow_pickle)
         return self._source
 
     # ------------------------------------------------------------------ settings and calls
@@ -184,17 +187,18 @@ class DiffaccelSession:
         pipe = self.source().fresh(self.device, "float32")
         contexts = [lambda: tf32(False)] if self.device == "cuda" else []
         try:
-            measurement = measure(
-                pipe,
-                call,
-                device=self.device,
-                contexts=contexts,
-                min_rounds=settings.rounds,
-                max_rounds=settings.max_rounds,
-                max_time=settings.max_time,
-                warmup=settings.warmup,
-                progress=progress,
-            )
+            with exclusive_device(self.device):
+                measurement = measure(
+                    pipe,
+                    call,
+                    device=self.device,
+                    contexts=contexts,
+                    min_rounds=settings.rounds,
+                    max_rounds=settings.max_rounds,
+                    max_time=settings.max_time,
+                    warmup=settings.warmup,
+                    progress=progress,
+                )
         except Exception as error:
             failure = RuntimeError(f"the fp32 reference of {self.info.name} failed: {one_line(error)}")
             self._references[key] = failure
@@ -273,6 +277,25 @@ def _has_attribute(module: str, attribute: str) -> bool:
         return hasattr(importlib.import_module(module), attribute)
     except ImportError:
         return False
+
+
+@contextlib.contextmanager
+def exclusive_device(device: str) -> Iterator[None]:
+    """Hold this GPU alone while measuring: pytest-xdist workers that share a GPU take turns."""
+    if device != "cuda":
+        yield
+        return
+    import fcntl
+
+    import torch
+
+    path = Path(tempfile.gettempdir()) / f"pytest-diffaccel-cuda{torch.cuda.current_device()}.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def release_memory(device: str, compiled: bool = False) -> None:

@@ -112,7 +112,9 @@ def test_lenient(diffaccel_pipeline, diffaccel_benchmark):
 
 def test_latency_gate_against_a_saved_baseline(project, run_inner, monkeypatch, tmp_path):
     folder = tmp_path / "baselines"
-    args = ("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}")
+    # The UNet forward runs twice when slowed (about 1.8x); 50% keeps the unchanged rerun clear of
+    # this shared machine's run-to-run noise (up to 1.3x seen between in-process runs).
+    args = ("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}", "--diffaccel-max-slowdown=50%")
     first = run_inner(*args, "--diffaccel-save", "all")
     first.assert_outcomes(passed=1)
     files = list(folder.glob("cpu-*.json"))
@@ -125,7 +127,7 @@ def test_latency_gate_against_a_saved_baseline(project, run_inner, monkeypatch, 
     slow = run_inner(*args)
     slow.assert_outcomes(failed=1)
     slow.stdout.fnmatch_lines(
-        ["*latency gate failed: *x slower (95% CI *, p=*) vs the baseline: beyond max-slowdown 10%*"]
+        ["*latency gate failed: *x slower (95% CI *, p=*) vs the baseline: beyond max-slowdown 50%*"]
     )
     assert files[0].read_bytes() == saved_bytes  # never written without --diffaccel-save
 

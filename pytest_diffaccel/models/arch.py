@@ -112,9 +112,12 @@ def tokenizer() -> Any:
 def _on_device(factory: Callable[[], Any], device: str, dtype: Any) -> Any:
     import torch
 
+    from ..techniques.components import quiet_casts
+
     with torch.device(device):
         module = factory()
-    return module.to(dtype=dtype).eval().requires_grad_(False)
+    with quiet_casts():
+        return module.to(dtype=dtype).eval().requires_grad_(False)
 
 
 def build(name: str, device: str, dtype: Any, seed: int = SEED) -> Any:

@@ -13,6 +13,7 @@ import copy
 import os
 from typing import Any
 
+from ..techniques.components import quiet_casts
 from . import ModelError, ModelInfo
 
 
@@ -45,7 +46,8 @@ class ModelSource:
             pipe = arch.build(self.info.arch, device=device, dtype=dtype)
         else:
             pipe = copy.deepcopy(self.base())
-            pipe.to(device=device, dtype=dtype)
+            with quiet_casts():
+                pipe.to(device=device, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

@@ -1,10 +1,219 @@
-"""HTML report (the reporting issue fills it in)."""
+"""The HTML report: one self-contained file (PNG data URIs), readable in ten seconds.
+
+Per technique: the fp32 reference image, the technique's image and the SSIM map as a heat map,
+side by side; its latency samples against the baseline's (strip and box plot); the verdict with
+the gate and numbers. Above them: the run's header and the speed-up vs fp32 of every technique
+as a bar chart. Templating with Jinja2 (autoescape on: test ids, prompts and paths are escaped),
+plots with matplotlib (Agg backend, no display).
+"""
 
 from __future__ import annotations
 
+import base64
+import io
+import platform
 from pathlib import Path
 from typing import Any
 
+from ..baselines import cpu_model
+from ..units import fmt_bytes, fmt_seconds, fmt_speedup
+from . import table
+
+TEMPLATE = "report.html.j2"
+THUMB = 192  # px: images are upscaled (nearest) to at least this for tiny presets
+
+
+def _png(array: Any) -> str:
+    """HxWx3 float in [0, 1] (or HxW uint8 RGB) -> PNG data URI."""
+    import numpy as np
+    from PIL import Image
+
+    data = np.asarray(array)
+    if data.dtype != np.uint8:
+        data = (np.clip(np.nan_to_num(data, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    image = Image.fromarray(data)
+    if max(image.size) < THUMB:
+        factor = -(-THUMB // max(image.size))
+        image = image.resize((image.size[0] * factor, image.size[1] * factor), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _heatmap(ssim_map: Any) -> str:
+    """SSIM map in [-1, 1] -> a magma heat map PNG (dark: where the image drifted)."""
+    import matplotlib
+    import numpy as np
+
+    colormap = matplotlib.colormaps["magma"]
+    values = np.clip((np.asarray(ssim_map, dtype=np.float64) + 1.0) / 2.0, 0.0, 1.0)
+    return _png(colormap(values)[..., :3])
+
+
+def _figure_uri(figure: Any) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _latency_plot(result: Any) -> str | None:
+    if not result.samples:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    series = [("this run", result.samples)]
+    if result.baseline_samples:
+        series.insert(0, ("baseline", result.baseline_samples))
+    figure, axis = plt.subplots(figsize=(3.6, 1.1 + 0.35 * len(series)))
+    positions = list(range(1, len(series) + 1))
+    axis.boxplot([s for _, s in series], positions=positions, vert=False, widths=0.5, showfliers=False)
+    for position, (_, samples) in zip(positions, series, strict=True):
+        jitter = [position + 0.12 * ((i % 5) - 2) / 2 for i in range(len(samples))]
+        axis.scatter(samples, jitter, s=9, alpha=0.7)
+    axis.set_yticks(positions, [name for name, _ in series])
+    axis.set_xlabel("seconds per call")
+    axis.grid(axis="x", alpha=0.3)
+    return _figure_uri(figure)
+
+
+def _speedup_chart(results: list[Any]) -> str | None:
+    measured = [r for r in results if r.speedup is not None]
+    if not measured:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7.5, 0.6 + 0.32 * len(measured)))
+    names = [r.technique for r in measured]
+    values = [r.speedup for r in measured]
+    colours = ["#c0392b" if r.failed else "#2e86c1" for r in measured]
+    axis.barh(range(len(measured)), values, color=colours)
+    axis.axvline(1.0, color="black", linewidth=0.8)
+    axis.set_yticks(range(len(measured)), names)
+    axis.invert_yaxis()
+    axis.set_xlabel("speed-up vs fp32 (red: failed)")
+    for index, value in enumerate(values):
+        axis.text(value, index, f" {value:.2f}x", va="center", fontsize=8)
+    return _figure_uri(figure)
+
+
+def _header(state: Any) -> list[tuple[str, str]]:
+    versions = state.versions()
+    call = state.call_for(state.settings)
+    rows = [
+        ("machine", f"{state.machine} ({platform.node()}, {platform.system()} {platform.release()})"),
+        ("device", state.gpu_name() or f"CPU: {cpu_model()}"),
+    ]
+    driver = _driver()
+    if driver:
+        rows.append(("driver", driver))
+    rows += [
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)),
+        ("commit", _commit()),
+        ("model", state.info.label),
+        ("prompts", " | ".join(call.prompts)),
+        ("seed, steps, size, batch", f"{call.seed}, {call.steps or 'pipeline default'}, "
+         f"{'x'.join(map(str, call.size)) if call.size else 'pipeline default'}, {call.batch}"),
+        ("settings", state.settings.describe()),
+    ]  # fmt: skip
+    return rows
+
+
+def _driver() -> str | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"CUDA {torch.version.cuda}"
+    except ImportError:
+        pass
+    return None
+
+
+def _commit() -> str:
+    try:
+        from pytest_benchmark.utils import get_commit_info
+
+        info = get_commit_info()
+        return f"{info.get('id', '?')}{' (dirty)' if info.get('dirty') else ''} on {info.get('branch', '?')}"
+    except Exception:
+        return "unknown"
+
+
+def _sections(results: list[Any]) -> list[dict[str, Any]]:
+    from ..fidelity import ssim_maps
+
+    sections = []
+    for result in results:
+        triples = []
+        if result.images is not None and result.reference_images is not None:
+            try:
+                maps = ssim_maps(result.images, result.reference_images)
+            except ValueError:
+                maps = []
+            for index, image in enumerate(result.images):
+                triples.append(
+                    {
+                        "reference": _png(result.reference_images[index]),
+                        "technique": _png(image),
+                        "ssim_map": _heatmap(maps[index]) if index < len(maps) else None,
+                    }
+                )
+        gates = list(result.verdict.gates) if result.verdict else []
+        sections.append(
+            {
+                "result": result,
+                "anchor": f"t{len(sections)}",
+                "headline": result.headline,
+                "status": "pass"
+                if result.headline.startswith("pass")
+                else "skip"
+                if result.outcome == "skipped"
+                else "fail",
+                "triples": triples,
+                "latency_plot": _latency_plot(result),
+                "gates": gates,
+                "median": fmt_seconds(result.median),
+                "speedup": fmt_speedup(result.speedup),
+                "peak": fmt_bytes(result.peak_memory),
+                "compile": fmt_seconds(result.compile_seconds) if result.compile_seconds is not None else None,
+                "syncs": None if result.syncs_per_step is None else f"{result.syncs_per_step:.1f}",
+            }
+        )
+    return sections
+
+
+def render_html(state: Any) -> str:
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("pytest_diffaccel.report", "templates"),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+    )
+    results = list(state.results)
+    return environment.get_template(TEMPLATE).render(
+        title=f"diffaccel: {state.info.label} on {state.device}",
+        header=_header(state),
+        columns=table.COLUMNS,
+        rows=[(r, table.row(r)) for r in results],
+        speedup_chart=_speedup_chart(results),
+        sections=_sections(results),
+        random_weights=state.info.random_weights,
+    )
+
 
 def write_html(state: Any, path: Path) -> Path:
-    raise NotImplementedError("--diffaccel-html is not implemented yet")
+    from ..baselines import write_atomic
+
+    path = Path(path)
+    write_atomic(path, render_html(state))
+    return path

@@ -7,7 +7,9 @@ own. Our fields live in ``extra_info``; ``machine_info['diffaccel']`` holds devi
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
+import functools
 import json
 import math
 from pathlib import Path
@@ -31,6 +33,7 @@ def benchmark_entry(result: Any, state: Any) -> dict[str, Any]:
     for sample in result.samples:
         stats.update(sample)
     stats_dict = stats.as_dict()
+    stats_dict["iterations"] = 1  # one pipeline call per round
     stats_dict["data"] = list(result.samples)
     test_id = result.test_id
     name = test_id.split("::")[-1]
@@ -84,12 +87,20 @@ def benchmark_entry(result: Any, state: Any) -> dict[str, Any]:
     }
 
 
-def render_json(state: Any) -> dict[str, Any]:
-    import pytest_benchmark
+@functools.lru_cache(maxsize=1)
+def _machine_and_commit() -> tuple[dict[str, Any], dict[str, Any]]:
+    """pytest-benchmark's own machine and commit info (computed once: cpuinfo is slow)."""
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
     from pytest_benchmark.utils import get_commit_info
 
-    machine = pytest_benchmark_generate_machine_info()
+    return pytest_benchmark_generate_machine_info(), get_commit_info()
+
+
+def render_json(state: Any) -> dict[str, Any]:
+    import pytest_benchmark
+
+    machine_info, commit_info = _machine_and_commit()
+    machine = copy.deepcopy(machine_info)
     machine["diffaccel"] = {
         "device": state.device,
         "gpu": state.gpu_name(),
@@ -101,7 +112,7 @@ def render_json(state: Any) -> dict[str, Any]:
     return _clean(
         {
             "machine_info": machine,
-            "commit_info": get_commit_info(),
+            "commit_info": commit_info,
             "benchmarks": [benchmark_entry(r, state) for r in measured],
             "datetime": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "version": pytest_benchmark.__version__,

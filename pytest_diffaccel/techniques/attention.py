@@ -29,12 +29,9 @@ def _sdpa_apply(backend_name: str) -> Any:
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
         backend = getattr(SDPBackend, backend_name)
-        # Only the denoiser (and the VAE) are constrained: the text encoder's masked attention
-        # may have no kernel in the chosen backend.
+        # Only the denoiser is constrained: the text encoder's masked attention and the VAE's
+        # single 512-wide head (flash takes at most 256) may have no kernel in the chosen backend.
         components.wrap_method(components.denoiser(pipe), "forward", lambda: sdpa_kernel([backend]))
-        vae = getattr(pipe, "vae", None)
-        if vae is not None:
-            components.wrap_method(vae, "decode", lambda: sdpa_kernel([backend]))
         return pipe
 
     return apply
@@ -49,7 +46,7 @@ def register_all(registry: Registry) -> None:
             requires=requires,
             exclusive="attention kernel",
             default=True,
-            description=f"{description} (torch.nn.attention.sdpa_kernel around the denoiser and the VAE decode)",
+            description=f"{description} (torch.nn.attention.sdpa_kernel around the denoiser)",
             **common,
         )(_sdpa_apply(backend))
 

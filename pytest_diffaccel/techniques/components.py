@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
@@ -57,6 +59,18 @@ def cast_inputs(obj: Any, method: str, dtype_of: Callable[[], Any]) -> None:
         return original(sample, *args, **kwargs)
 
     setattr(obj, method, wrapped)
+
+
+@contextlib.contextmanager
+def quiet_casts() -> Iterator[None]:
+    """Silence diffusers' 'modules that should be kept in float32' warning for our deliberate casts."""
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def parameter_bytes(pipe: Any) -> int:

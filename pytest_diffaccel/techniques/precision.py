@@ -18,7 +18,8 @@ def _cast(pipe: Any, ctx: ApplyContext, dtype_name: str) -> Any:
     import torch
 
     dtype = getattr(torch, dtype_name)
-    pipe.to(dtype=dtype)
+    with components.quiet_casts():
+        pipe.to(dtype=dtype)
     vae = getattr(pipe, "vae", None)
     if dtype is torch.float16 and vae is not None and getattr(vae.config, "force_upcast", False):
         # fp16 overflows in the SD/SDXL VAE decoder; diffusers keeps such a VAE in fp32.

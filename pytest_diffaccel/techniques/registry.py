@@ -208,7 +208,11 @@ class Spec:
     @property
     def min_ssim(self) -> float:
         """The most lenient threshold of the parts: a combination is as lossy as its lossiest part."""
-        return min((p.technique.min_ssim for p in self.parts), default=1.0)
+        return self.min_ssim_for({})
+
+    def min_ssim_for(self, overrides: Mapping[str, float]) -> float:
+        """``min_ssim`` with a model's per-technique overrides (a tiny preset that tiles at 64 px)."""
+        return min((overrides.get(p.technique.name, p.technique.min_ssim) for p in self.parts), default=1.0)
 
     @property
     def dtype(self) -> str:

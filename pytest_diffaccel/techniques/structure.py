@@ -8,7 +8,7 @@ from . import components
 from .precision import LOSSLESS_SSIM
 from .registry import STAGE_FUSE, STAGE_SWAP, ApplyContext, Registry
 
-TINY_VAE_SSIM = 0.80
+TINY_VAE_SSIM = 0.55  # the bundled tiny VAE scores 0.63 on tiny-sd (README)
 DISTILLED_SSIM = 0.30  # a distilled model draws its own picture; the gate only catches broken ones
 
 

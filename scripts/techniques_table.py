@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Print the README's technique table: every registered technique, what it needs, its SSIM
+threshold, and the SSIM and speed-up measured on tiny-sd on this CPU by a JSON report.
+
+    pytest examples --diffaccel-json=examples.json
+    python scripts/techniques_table.py examples.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_diffaccel.techniques import builtin_registry  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    report = json.loads(Path(argv[0]).read_text())
+    measured = {b["extra_info"]["technique"]: b for b in report["benchmarks"]}
+    skipped = {s["technique"]: s["reason"] for s in report.get("diffaccel", {}).get("skipped", [])}
+    registry = builtin_registry()
+    print(
+        "| technique | family | what it does | needs | min SSIM | SSIM on tiny-sd (CPU) | speed-up on tiny-sd (CPU) |"
+    )
+    print("|---|---|---|---|---:|---:|---:|")
+    for name, technique in registry.techniques.items():
+        arg = {"required": "=VALUE", "optional": "[=VALUE]"}.get(technique.argument, "")
+        bench = measured.get(name)
+        if bench:
+            extra = bench["extra_info"]
+            ssim = f"{extra['ssim']:.4f}" if extra.get("ssim") is not None else "-"
+            speed = f"{extra['speedup']:.2f}x"
+        elif name in skipped:
+            ssim, speed = "skipped", skipped[name].removeprefix(name + ": ").split(" (run with")[0]
+        else:
+            ssim = speed = "not in the default matrix"
+        print(
+            f"| `{name}{arg}` | {technique.family} | {technique.description} | {technique.requires.describe()} "
+            f"| {technique.min_ssim:g} | {ssim} | {speed} |"
+        )
+    for name, (spec, description) in registry.presets.items():
+        print(f"| `{name}` | preset | {description}: `{spec}` | its parts' needs | min of its parts | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

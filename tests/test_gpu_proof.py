@@ -1,0 +1,33 @@
+"""The GPU proof script runs here too: --dry-run takes the same path on the CPU with tiny presets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_proof_dry_run_writes_the_results_document(tmp_path):
+    env = {
+        **os.environ,
+        "GPU_PROOF_RESULTS": str(tmp_path / "results"),
+        "GPU_PROOF_DOC": str(tmp_path / "gpu-results.md"),
+        "GPU_PROOF_BUDGET": "400",
+    }
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu-proof.sh"), "--dry-run"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    doc = (tmp_path / "gpu-results.md").read_text()
+    assert doc.startswith("# GPU proof, dry run on the CPU")
+    assert "| technique | median | speed-up vs fp32 | published speed-up |" in doc
+    for technique in ("fp32", "fp16", "bf16", "bf16+sdpa-flash"):
+        assert f"| {technique} | " in doc
+    assert "| tf32 | skipped: tf32: needs CUDA" in doc
+    sdxl = json.loads((tmp_path / "results" / "sdxl.json").read_text())
+    assert [b["extra_info"]["technique"] for b in sdxl["benchmarks"]] == ["fp32", "bf16", "bf16+sdpa-flash"]
+    assert all(b["stats"]["rounds"] == 3 for b in sdxl["benchmarks"])

@@ -1,0 +1,145 @@
+"""The bundled tiny-sd: its trained weights make the fidelity gate see a broken denoiser.
+
+Acceptance numbers of the core issue, measured on the shipped weights.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pytest_diffaccel import fidelity
+from pytest_diffaccel.measure import to_numpy_images
+from pytest_diffaccel.models import PRESETS, tiny
+from pytest_diffaccel.techniques.precision import LOSSLESS_SSIM, REDUCED_PRECISION_SSIM
+from pytest_diffaccel.techniques.structure import TINY_VAE_SSIM
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROMPTS = list(PRESETS["tiny-sd"].prompts)
+MARGIN = 0.3  # "below the default threshold by a wide margin"
+
+
+def generate(pipe, prompts=PROMPTS, guidance=5.0):
+    with torch.inference_mode():
+        out = pipe(
+            prompt=list(prompts),
+            num_inference_steps=PRESETS["tiny-sd"].steps,
+            guidance_scale=guidance,
+            height=64,
+            width=64,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        )
+    return to_numpy_images(out)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_sd):
+    return generate(tiny_sd.fresh("cpu"))
+
+
+def test_loaded_through_from_pretrained_from_the_bundled_folder(tiny_sd):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = tiny_sd.base()
+    assert isinstance(pipe, StableDiffusionPipeline)
+    assert (PRESETS["tiny-sd"].path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert type(pipe.scheduler).__name__ == "EulerDiscreteScheduler"
+
+
+def test_tokenizer_is_our_own_and_knows_every_caption_word(tiny_sd):
+    tokenizer = tiny_sd.base().tokenizer
+    for word in tiny.caption_words():
+        assert len(tokenizer(word).input_ids) == 3, word  # <start> word <end>
+
+
+def test_same_seed_gives_identical_images(tiny_sd, reference):
+    assert np.array_equal(generate(tiny_sd.fresh("cpu")), reference)
+
+
+def test_different_prompts_give_different_pictures(reference):
+    assert fidelity.ssim_image(reference[0], reference[1]) < 0.8
+
+
+def test_zeroed_unet_output_is_far_below_the_threshold(tiny_sd, reference):
+    pipe = tiny_sd.fresh("cpu")
+    forward = pipe.unet.forward
+
+    def zero(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        (out[0] if isinstance(out, tuple) else out.sample).zero_()
+        return out
+
+    pipe.unet.forward = zero
+    assert fidelity.compare(generate(pipe), reference).ssim < LOSSLESS_SSIM - MARGIN
+
+
+@pytest.mark.parametrize(("strength", "below"), [(0.20, LOSSLESS_SSIM - MARGIN), (0.05, REDUCED_PRECISION_SSIM)])
+def test_unet_weight_noise_is_seen(tiny_sd, reference, strength, below):
+    pipe = tiny_sd.fresh("cpu")
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in pipe.unet.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * p.pow(2).mean().sqrt() * strength)
+    assert fidelity.compare(generate(pipe), reference).ssim < below
+
+
+def test_bf16_stays_above_its_threshold(tiny_sd, reference):
+    pipe = tiny_sd.fresh("cpu", "bfloat16")
+    assert fidelity.compare(generate(pipe), reference).ssim >= REDUCED_PRECISION_SSIM
+
+
+def test_ignored_guidance_is_seen(tiny_sd, reference):
+    assert fidelity.compare(generate(tiny_sd.fresh("cpu"), guidance=1.0), reference).ssim < REDUCED_PRECISION_SSIM
+
+
+def test_bundled_tiny_vae_is_faithful_but_not_identical(tiny_sd, reference):
+    from diffusers import AutoencoderTiny
+
+    pipe = tiny_sd.fresh("cpu")
+    pipe.vae = AutoencoderTiny.from_pretrained(str(PRESETS["tiny-sd"].tiny_vae))
+    score = fidelity.compare(generate(pipe), reference).ssim
+    assert TINY_VAE_SSIM <= score < 0.999
+
+
+def test_base_pipeline_is_never_modified(tiny_sd):
+    before = {k: v.clone() for k, v in tiny_sd.base().unet.state_dict().items()}
+    pipe = tiny_sd.fresh("cpu", "bfloat16")
+    with torch.no_grad():
+        for p in pipe.unet.parameters():
+            p.zero_()
+    after = tiny_sd.base().unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert tiny_sd.base().unet.dtype == torch.float32
+
+
+def test_training_script_still_runs(tmp_path):
+    out = tmp_path / "presets"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train_tiny.py"), "--quick", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    from diffusers import AutoencoderTiny, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    images = generate(pipe)
+    assert images.shape == (2, 64, 64, 3) and np.isfinite(images).all()
+    assert AutoencoderTiny.from_pretrained(out / "tiny-vae").config.latent_channels == 4
+    assert (out / "TRAINING.json").is_file()
+
+
+def test_dataset_is_deterministic_and_captioned():
+    a, captions = tiny.dataset(8, seed=5)
+    b, again = tiny.dataset(8, seed=5)
+    assert np.array_equal(a, b) and captions == again
+    assert a.shape == (8, 3, 64, 64) and a.min() >= -1 and a.max() <= 1
+    assert all(c.startswith("a ") and c.endswith(" background") for c in captions)
