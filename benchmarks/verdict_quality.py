@@ -64,7 +64,7 @@ def _extra_compute(pipe: Any, seconds_per_forward: float) -> None:
 
 
 def worker(slowdown: float, rounds: int) -> dict[str, Any]:
-    from pytest_diffaccel.measure import Call, measure
+    from pytest_diffaccel.measure import Call, Companion, measure
     from pytest_diffaccel.models import model_info
     from pytest_diffaccel.models.loading import ModelSource
 
@@ -79,7 +79,13 @@ def worker(slowdown: float, rounds: int) -> dict[str, Any]:
         unet_calls = info.steps or 8
         _extra_compute(candidate, slowdown * ref.median / unet_calls)
     cand = measure(candidate, call, **kwargs)
-    return {"slowdown": slowdown, "reference": ref.samples, "candidate": cand.samples}
+    paired = measure(candidate, call, companion=Companion(reference), **kwargs)
+    return {
+        "slowdown": slowdown,
+        "reference": ref.samples,
+        "candidate": cand.samples,
+        "paired": paired.paired_ratios,
+    }
 
 
 # ----------------------------------------------------------------------------- judging
@@ -99,7 +105,14 @@ def relative(run: dict[str, Any]) -> list[float]:
 
 
 def rates(baselines: list[dict], candidates: list[dict], same: bool, settings: dict[str, Any]) -> dict[str, float]:
-    counts = {"ours absolute": 0, "ours relative": 0, "pytest-benchmark absolute": 0, "pytest-benchmark relative": 0}
+    counts = {
+        "ours absolute": 0,
+        "ours relative": 0,
+        "ours interleaved": 0,
+        "pytest-benchmark absolute": 0,
+        "pytest-benchmark relative": 0,
+        "pytest-benchmark interleaved": 0,
+    }
     pairs = 0
     for i, base in enumerate(baselines):
         for j, cand in enumerate(candidates):
@@ -110,10 +123,18 @@ def rates(baselines: list[dict], candidates: list[dict], same: bool, settings: d
             counts["ours relative"] += ours(relative(cand), relative(base), **settings)
             counts["pytest-benchmark absolute"] += pytest_benchmark_rule(cand["candidate"], base["candidate"])
             counts["pytest-benchmark relative"] += pytest_benchmark_rule(relative(cand), relative(base))
+            counts["ours interleaved"] += ours(cand["paired"], base["paired"], **settings)
+            counts["pytest-benchmark interleaved"] += pytest_benchmark_rule(cand["paired"], base["paired"])
     return {k: v / pairs for k, v in counts.items()} | {"pairs": pairs}
 
 
 # ----------------------------------------------------------------------------- fidelity mutations
+
+
+def _every_layer(module: Any, fqn: str = "") -> bool:
+    import torch
+
+    return isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))
 
 
 def fidelity_cases() -> list[tuple[str, str, str, float]]:
@@ -175,8 +196,16 @@ def fidelity_cases() -> list[tuple[str, str, str, float]]:
           registry.techniques["fp32"].min_ssim)  # fmt: skip
     pipe = source.fresh("cpu")
     quantization.quantize(pipe, "Int8DynamicActivationInt8WeightConfig", {}, quantization.unfiltered)
-    judge("int8 dynamic on every linear layer, no filter", "mutation", generate(pipe),
+    judge("int8 dynamic on every linear layer, no size filter", "mutation", generate(pipe),
           registry.techniques["int8-dynamic"].min_ssim)  # fmt: skip
+    pipe = source.fresh("cpu")
+    try:  # every layer: convolutions too, which torchao's linear configs can't take
+        quantization.quantize(pipe, "Int8DynamicActivationInt8WeightConfig", {}, _every_layer)
+        judge("int8 dynamic on every layer (convolutions too)", "mutation", generate(pipe),
+              registry.techniques["int8-dynamic"].min_ssim)  # fmt: skip
+    except Exception as error:
+        rows.append(("int8 dynamic on every layer (convolutions too)", "mutation",
+                     f"FAIL error ({type(error).__name__})", float("nan")))  # fmt: skip
 
     settings = Settings()
     session = DiffaccelSession(settings, registry)
@@ -190,35 +219,65 @@ def fidelity_cases() -> list[tuple[str, str, str, float]]:
 # ----------------------------------------------------------------------------- report
 
 
+COLUMNS = (
+    "ours absolute",
+    "ours relative",
+    "ours interleaved",
+    "pytest-benchmark absolute",
+    "pytest-benchmark relative",
+    "pytest-benchmark interleaved",
+)
+
+
+def _cells(rates_: dict[str, float]) -> str:
+    return " | ".join(f"{rates_[c]:.1%}" for c in COLUMNS) + " |"
+
+
 def render(runs: list[dict], cases: list[tuple], settings: dict[str, Any], seconds: float, command: str) -> str:
     aa = [r for r in runs if r["slowdown"] == 0]
     lines = [
         "# Verdict quality on this CPU",
         "",
-        f"Command: `{command}` ({seconds / 60:.1f} minutes). tiny-sd, {len(aa[0]['candidate'])} timed rounds a side, "
+        f"Command: `{command}` (measured in {seconds / 60:.1f} minutes). tiny-sd, {len(aa[0]['candidate'])} timed rounds a side, "
         f"one process per run; our rule at max-slowdown {settings['max_slowdown']:.0%} and alpha {settings['alpha']:g}; "
         "pytest-benchmark's rule is `--benchmark-compare-fail=median:5%`.",
         "",
         "## Latency gate",
         "",
-        "| comparison | pairs | ours, absolute | ours, relative | pytest-benchmark median:5%, absolute | pytest-benchmark, relative |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| comparison | pairs | ours, absolute | ours, relative | ours, relative interleaved "
+        "| pytest-benchmark median:5%, absolute | pytest-benchmark, relative | pytest-benchmark, interleaved |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     aa_rates = rates(aa, aa, True, settings)
-    lines.append(
-        f"| A/A false alarms | {aa_rates['pairs']} | {aa_rates['ours absolute']:.1%} | {aa_rates['ours relative']:.1%} "
-        f"| {aa_rates['pytest-benchmark absolute']:.1%} | {aa_rates['pytest-benchmark relative']:.1%} |"
-    )
+    lines.append(f"| A/A false alarms | {aa_rates['pairs']} | " + _cells(aa_rates))
     for level in LEVELS:
         slow = [r for r in runs if r["slowdown"] == level]
         if not slow:
             continue
         r = rates(aa, slow, False, settings)
-        actual = stats.median([stats.median(s["candidate"]) / stats.median(s["reference"]) for s in slow]) - 1
-        lines.append(
-            f"| {level:.0%} slowdown detected (actual {actual:+.1%} in-process) | {r['pairs']} | {r['ours absolute']:.1%} "
-            f"| {r['ours relative']:.1%} | {r['pytest-benchmark absolute']:.1%} | {r['pytest-benchmark relative']:.1%} |"
-        )
+        actual = stats.median([stats.median(s["paired"]) for s in slow]) - 1
+        lines.append(f"| {level:.0%} slowdown detected (actual {actual:+.1%} paired) | {r['pairs']} | " + _cells(r))
+    lines += [
+        "",
+        "Relative interleaved, other settings (the same samples):",
+        "",
+        "| max-slowdown | alpha | A/A false alarms | 5% detected | 10% detected | 20% detected |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for max_slowdown in (0.05, 0.07, 0.10):
+        for alpha in (0.01, 0.05):
+            swept = {"max_slowdown": max_slowdown, "alpha": alpha}
+            cells = [f"{rates(aa, aa, True, swept)['ours interleaved']:.1%}"]
+            for level in LEVELS:
+                slow = [r for r in runs if r["slowdown"] == level]
+                cells.append(f"{rates(aa, slow, False, swept)['ours interleaved']:.1%}" if slow else "-")
+            lines.append(f"| {max_slowdown:.0%} | {alpha:g} | " + " | ".join(cells) + " |")
+    spread = [stats.median(r["paired"]) for r in aa]
+    lines += [
+        "",
+        f"Per-run median of the paired ratios across the A runs: {min(spread):.3f}-{max(spread):.3f} "
+        f"(standard deviation {stats.stddev(spread):.3f}): the run, not the round, is the unit of noise.",
+    ]
     medians = [stats.median(r["reference"]) for r in aa]
     lines += [
         "",
@@ -236,7 +295,35 @@ def render(runs: list[dict], cases: list[tuple], settings: dict[str, Any], secon
     missed = [c for c in cases if c[1] == "mutation" and c[2].startswith("pass")]
     false = [c for c in cases if c[1] == "clean" and not c[2].startswith("pass")]
     lines += ["", f"Mutations missed: {len(missed)}; clean techniques flagged: {len(false)}.", ""]
+    lines += DEFAULTS_TEXT.splitlines()
     return "\n".join(lines)
+
+
+DEFAULTS_TEXT = """
+## Defaults chosen from these numbers
+
+- **`--diffaccel-compare=relative` and `--diffaccel-interleave=auto` (on for the CPU).** On this shared
+  2-core machine the same fp32 call differs by up to 2x between processes, so absolute latencies
+  from an earlier run cry wolf (A/A false alarms above 20% for both rules), and so does dividing by
+  a reference timed at the start of the session. Timing the fp32 reference in alternation with the
+  technique (A B B A) and comparing the ratios brings our false alarms to about 1 in 100. The price:
+  twice the timed calls, and a slowdown that hits fp32 and the technique alike (a slower torch for
+  everything) is invisible in relative mode; a quiet, dedicated GPU runner can gate on
+  `--diffaccel-compare=absolute` to see those. On CUDA `auto` does not interleave (that would keep a
+  second full-size pipeline in GPU memory); GPU timings were not measured by this benchmark.
+- **`--diffaccel-max-slowdown=10%`, `--diffaccel-alpha=0.01`** keep false alarms at or under 1%.
+  Detection of a 10% slowdown stays far below the 95% target here: the paired ratios of two
+  unchanged runs differ by a few percent from run to run (table above), so with the threshold at 10%
+  a true 10% slowdown is caught about as often as not, and lowering the threshold buys detection
+  only with false alarms. What would reach the target is a quieter machine or more runs per
+  verdict, not a different test.
+- **Fidelity**: every ruinous mutation is caught by the broken-image or SSIM gate and no clean
+  technique is flagged. Two rows pass on purpose: 2% weight noise stays within the drift that bf16
+  itself causes, and int8 on every linear layer is harmless on tiny-sd (the size filter exists
+  for speed, not fidelity); int8 on every layer including convolutions fails with torchao's error.
+- Timed rounds in the plugin are adaptive (at least 8, then until the median is known to +-0.5%
+  or 10 s are spent); this benchmark uses exactly 8 a side, the plugin's minimum.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,8 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args.worker, args.rounds)))
         return 0
     started = time.perf_counter()
+    command = "python benchmarks/verdict_quality.py" + ("" if argv is None else " " + " ".join(argv))
     if args.from_raw:
-        runs = json.loads(args.from_raw.read_text())
+        raw = json.loads(args.from_raw.read_text())
+        runs = raw["runs"]
+        command = f"{command}`, judging the samples of `{raw['command']}"
+        minutes = raw["minutes"]
     else:
         plan = [0.0] * args.runs + [level for level in LEVELS for _ in range(args.slow_runs)]
         runs = []
@@ -269,12 +360,13 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"run {index + 1}/{len(plan)} slowdown {slowdown:.0%}: "
                   f"candidate median {stats.median(runs[-1]['candidate']) * 1e3:.0f} ms", flush=True)  # fmt: skip
+        minutes = (time.perf_counter() - started) / 60
         if args.raw:
-            args.raw.write_text(json.dumps(runs))
+            raw = {"command": command, "minutes": round(minutes, 1), "rounds": args.rounds, "runs": runs}
+            args.raw.write_text(json.dumps(raw))
     cases = fidelity_cases()
     settings = {"max_slowdown": args.max_slowdown, "alpha": args.alpha}
-    command = "python benchmarks/verdict_quality.py" + ("" if argv is None else " " + " ".join(argv))
-    text = render(runs, cases, settings, time.perf_counter() - started, command)
+    text = render(runs, cases, settings, minutes * 60, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(text)

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from . import fidelity, verdict
+from . import breakdown, fidelity, stats, verdict
 from .config import Settings
-from .measure import Call, measure, one_line
+from .measure import Call, Companion, measure, one_line
 from .results import Result
 from .session import DiffaccelSession, TechniqueFailed, exclusive_device
 from .techniques import Spec
@@ -62,24 +62,40 @@ class Benchmark:
         reuse = spec.is_reference and not contexts_of(self.applied) and not call_kwargs
         # fp32 is the reference itself: not timed twice
         measurement = reference.measurement if reuse else self._measure(pipe, call, contexts)
+        if measurement.companion_samples:  # interleaved: side-by-side pairs, drift cancels
+            relative = measurement.paired_ratios
+            relative_kind = "paired"
+            speedup = 1.0 / stats.median(relative)
+        else:
+            relative = verdict.relative_samples(measurement.samples, reference.median)
+            relative_kind = "over the reference median"
+            speedup = reference.median / measurement.median
 
         why_broken = fidelity.broken(measurement.images)
         scores = None if why_broken else fidelity.compare(measurement.images, reference.images)
         overrides = dict(state.info.ssim_overrides)
         min_ssim = settings.min_ssim if settings.min_ssim is not None else spec.min_ssim_for(overrides)
-        speedup = reference.median / measurement.median
         entry, note = state.baseline_for(test_id, call)
-        baseline_samples = list(entry["samples"]) if entry else None
+        if settings.compare == "relative":
+            candidate_samples = relative
+            baseline_samples = list(entry["relative_samples"]) if entry and entry.get("relative_samples") else None
+            if entry and baseline_samples is None:
+                note = "baseline holds no relative samples (recorded by an older version): re-save it"
+        else:
+            candidate_samples = measurement.samples
+            baseline_samples = list(entry["samples"]) if entry else None
         baseline_peak = entry.get("peak_memory") if entry else None
         if entry and entry.get("memory_kind") not in (None, measurement.memory_kind):
             baseline_peak = None
+        components = breakdown.medians(measurement.breakdown)
+        moved = breakdown.compare(components, entry["breakdown"]) if entry and entry.get("breakdown") else ""
         decision = verdict.decide(
             verdict.Inputs(
                 broken=why_broken,
                 ssim=scores.ssim if scores else None,
                 psnr=scores.psnr if scores else None,
                 min_ssim=min_ssim,
-                samples=measurement.samples,
+                samples=candidate_samples,
                 baseline_samples=baseline_samples,
                 max_slowdown=settings.max_slowdown,
                 alpha=settings.alpha,
@@ -91,6 +107,10 @@ class Benchmark:
                 min_speedup=settings.min_speedup,
                 baseline_note=note,
                 failures=measurement.failures,
+                compare_mode=settings.compare,
+                breakdown_note=moved,
+                syncs_per_step=measurement.syncs_per_step,
+                max_syncs=settings.max_syncs,
             )
         )
         notes = list(self.applied.notes) if self.applied is not None else []
@@ -126,6 +146,10 @@ class Benchmark:
             images=measurement.images,
             reference_images=reference.images,
             baseline_samples=baseline_samples,
+            relative_samples=relative,
+            relative_kind=relative_kind,
+            compare_mode=settings.compare,
+            breakdown=components,
         )
         self.results.append(result)
         for name, value in (
@@ -141,19 +165,17 @@ class Benchmark:
 
     def _measure(self, pipe: Any, call: Call, contexts: list[Any]) -> Any:
         settings, spec = self.settings, self.spec
+        companion = self._companion() if settings.interleaved else None
         try:
             with exclusive_device(self.state.device):
                 return measure(
                     pipe,
                     call,
-                    device=self.state.device,
                     contexts=contexts,
-                    min_rounds=settings.rounds,
-                    max_rounds=settings.max_rounds,
-                    max_time=settings.max_time,
-                    warmup=settings.warmup,
                     compiles=spec.compiles,
                     progress=self.progress,
+                    companion=companion,
+                    **self.state.timing(settings),
                 )
         except Exception as error:
             if _is_out_of_memory(error):
@@ -162,6 +184,21 @@ class Benchmark:
                     f"{spec.name}: out of memory (peak {fmt_bytes(peak)} when it failed): {one_line(error)}"
                 ) from None
             raise TechniqueFailed(f"{spec.name}: the call failed: {one_line(error)}") from error
+        finally:
+            del companion
+
+    def _companion(self) -> Companion:
+        """A fresh fp32 reference pipeline, timed in alternation with the technique."""
+        from .techniques.components import parameter_bytes
+        from .techniques.precision import tf32
+
+        device = self.state.device
+        reference = self.state.source().fresh(device, "float32")
+        return Companion(
+            pipe=reference,
+            contexts=[lambda: tf32(False)] if device == "cuda" else [],
+            weights_bytes=parameter_bytes(reference) if device == "cuda" else 0,
+        )
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -19,6 +19,7 @@ import pytest
 PREFIX = "diffaccel"
 SAVE_MODES = ("all", "missing")
 COMPARE_MODES = ("absolute", "relative")
+INTERLEAVE_MODES = ("auto", "on", "off")
 
 
 class SettingError(ValueError):
@@ -258,6 +259,32 @@ OPTIONS: tuple[Option, ...] = (
         marker=True,
     ),
     Option(
+        "max_syncs",
+        lambda v, n: float(parse_positive_float(v, n)) if str(v).strip() not in ("0", "0.0") else 0.0,
+        "fail when a CUDA call makes more host-device synchronizations per denoising step than this "
+        "(counted with torch.cuda.set_sync_debug_mode; default: reported, no gate)",
+        metavar="N",
+        marker=True,
+    ),
+    Option(
+        "compare",
+        parse_choice(COMPARE_MODES),
+        "how latency is compared with the baseline: absolute (seconds) or relative (over the fp32 reference "
+        "timed in the same run, which cancels the machine's speed of the day)",
+        choices=COMPARE_MODES,
+        marker=True,
+    ),
+    Option(
+        "interleave",
+        parse_choice(INTERLEAVE_MODES),
+        "time the fp32 reference in alternation with each technique (A B B A pairs), so that the speed-up and "
+        "the relative comparison cancel the machine's drift: on, off, or auto (default: on the CPU, off on "
+        "CUDA, where it would keep a second full-size pipeline in GPU memory). Doubles the timed calls.",
+        metavar="{auto,on,off}",
+        choices=INTERLEAVE_MODES,
+        marker=True,
+    ),
+    Option(
         "rounds",
         parse_positive_int,
         "minimum timed rounds per test (default 8; at least 6 keeps the test able to reach p<0.01)",
@@ -268,7 +295,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_time",
         parse_positive_float,
-        "time budget per test for timed rounds beyond the minimum, seconds (default 20)",
+        "time budget per test for timed rounds beyond the minimum, seconds (default 10)",
         metavar="SECONDS",
         marker=True,
     ),
@@ -327,9 +354,12 @@ DEFAULTS: Mapping[str, Any] = {
     "max_memory_increase": 0.10,
     "min_speedup": None,
     "alpha": 0.01,
+    "max_syncs": None,
+    "compare": "relative",
+    "interleave": "auto",
     "rounds": 8,
     "max_rounds": 30,
-    "max_time": 20.0,
+    "max_time": 10.0,
     "warmup": 1,
     "json": None,
     "md": None,
@@ -361,9 +391,12 @@ class Settings:
     max_memory_increase: float = 0.10
     min_speedup: float | None = None
     alpha: float = 0.01
+    max_syncs: float | None = None
+    compare: str = "relative"
+    interleave: str = "auto"
     rounds: int = 8
     max_rounds: int = 30
-    max_time: float = 20.0
+    max_time: float = 10.0
     warmup: int = 1
     json: Path | None = None
     md: Path | None = None
@@ -376,6 +409,11 @@ class Settings:
     @property
     def device(self) -> str:
         return "cuda" if self.gpu else "cpu"
+
+    @property
+    def interleaved(self) -> bool:
+        """Interleave the fp32 reference? 'auto' means on the CPU (benchmarks/verdict_quality.py)."""
+        return self.interleave == "on" or (self.interleave == "auto" and not self.gpu)
 
     def with_marker(self, kwargs: Mapping[str, Any]) -> Settings:
         """These settings with a ``diffaccel`` marker's keyword arguments applied on top."""
@@ -409,6 +447,7 @@ class Settings:
                 parts.append(f"{name}={value}")
         parts.append(f"max-slowdown={self.max_slowdown:.0%}")
         parts.append(f"alpha={self.alpha:g}")
+        parts.append(f"compare={self.compare}{'+interleaved' if self.interleaved else ''}")
         parts.append(f"rounds={self.rounds}..{self.max_rounds}")
         parts.append(f"max-time={self.max_time:g}s")
         if self.min_ssim is not None:

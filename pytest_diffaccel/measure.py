@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import stats
+from .breakdown import Instrument, split
 
 Progress = Callable[[str], None]
 
@@ -187,6 +188,13 @@ class Measurement:
     stop_reason: str
     syncs_per_step: float | None = None
     failures: list[str] = field(default_factory=list)
+    companion_samples: list[float] = field(default_factory=list)  # interleaved fp32 reference, paired
+    breakdown: list[dict[str, Any]] = field(default_factory=list)  # per timed call: breakdown.split
+
+    @property
+    def paired_ratios(self) -> list[float]:
+        """Each round's latency over the interleaved reference's next to it (drift cancels)."""
+        return [s / c for s, c in zip(self.samples, self.companion_samples, strict=False)]
 
     @property
     def median(self) -> float:
@@ -262,6 +270,16 @@ def is_steady(times: Sequence[float], tolerance: float = 0.10) -> bool:
     return abs(a - b) <= tolerance * min(a, b)
 
 
+@dataclass
+class Companion:
+    """A second pipeline timed in alternation with the one under test (the fp32 reference, for
+    ``--diffaccel-interleave``): A B B A order, so that the machine's drift cancels in the ratios."""
+
+    pipe: Any
+    contexts: Sequence[Callable[[], Any]] = ()
+    weights_bytes: int = 0  # subtracted from the CUDA peak: it is resident but not the technique's
+
+
 def measure(
     pipe: Any,
     call: Call,
@@ -278,8 +296,13 @@ def measure(
     timer: Any = None,
     progress: Progress | None = None,
     max_warmup: int = 8,
+    companion: Companion | None = None,
 ) -> Measurement:
-    """Warm up, then time rounds until the median is precise or the time budget is spent."""
+    """Warm up, then time rounds until the median is precise or the time budget is spent.
+
+    The call contexts (TF32 flags, inductor flags...) are entered around each call, outside the
+    timed region, so that a companion pipeline runs under its own.
+    """
     import torch
 
     cuda = device == "cuda"
@@ -287,15 +310,24 @@ def measure(
         timer = CudaTimer() if cuda else CpuTimer()
     say = progress or (lambda text: None)
 
-    def run() -> Any:
-        generator = torch.Generator("cpu").manual_seed(call.seed)
-        return pipe(**call.kwargs(), generator=generator, output_type="pt")
+    def caller(target: Any) -> Callable[[], Any]:
+        def run() -> Any:
+            generator = torch.Generator("cpu").manual_seed(call.seed)
+            return target(**call.kwargs(), generator=generator, output_type="pt")
+
+        return run
+
+    run = caller(pipe)
+
+    def timed(fn: Callable[[], Any], factories: Sequence[Callable[[], Any]] = contexts) -> tuple[float, Any]:
+        with ExitStack() as stack:
+            for factory in factories:
+                stack.enter_context(factory())
+            return timer.time(fn)
 
     failures: list[str] = []
-    with ExitStack() as stack, torch.inference_mode():
-        for factory in contexts:
-            stack.enter_context(factory())
-
+    companion_samples: list[float] = []
+    with torch.inference_mode():
         # warm-up: compiled techniques until steady
         warm: list[float] = []
         memory_growth: int | None = None
@@ -303,16 +335,19 @@ def measure(
         while True:
             say(("compiling" if compiles and not warm else "warming up") + f" (call {len(warm) + 1})")
             if cuda:
-                elapsed, _ = timer.time(run)
+                elapsed, _ = timed(run)
             else:  # the growth of the last warm-up call is the one reported
                 with RssSampler() as sampler:
-                    elapsed, _ = timer.time(run)
+                    elapsed, _ = timed(run)
                 memory_growth = sampler.growth
             warm.append(elapsed)
             if len(warm) < wanted:
                 continue
             if not compiles or is_steady(warm) or len(warm) >= max_warmup:
                 break
+        if companion is not None:
+            say("warming up the fp32 reference")
+            timed(caller(companion.pipe), companion.contexts)
 
         # timed rounds
         if cuda:
@@ -322,19 +357,36 @@ def measure(
         output: Any = None
         started = time.perf_counter()
         stop_reason = f"max rounds ({max_rounds})"
+        breakdowns: list[dict[str, Any]] = []
         try:
-            with _gc_paused(), _recompile_is_error(compiles):
+            with _gc_paused(), _recompile_is_error(compiles), Instrument(pipe, cuda) as instrument:
                 while len(samples) < max_rounds:
                     say(f"rounds {len(samples) + 1}/{min_rounds}+")
-                    elapsed, output = timer.time(run)
+                    if companion is not None and len(samples) % 2 == 0:  # A B | B A | A B ...
+                        companion_samples.append(timed(caller(companion.pipe), companion.contexts)[0])
+                    instrument.begin()
+                    elapsed, output = timed(run)
+                    marks = instrument.end()
                     samples.append(elapsed)
-                    if len(samples) >= min_rounds:
-                        if stats.precise_enough(samples, precision_target):
+                    if marks is not None:
+                        breakdowns.append(split(marks.seconds(), elapsed))
+                    if companion is not None and len(samples) % 2 == 0:
+                        companion_samples.append(timed(caller(companion.pipe), companion.contexts)[0])
+                    paired = companion is None or len(companion_samples) == len(samples)
+                    if len(samples) >= min_rounds and paired:
+                        watched = (
+                            samples
+                            if companion is None
+                            else [a / b for a, b in zip(samples, companion_samples, strict=True)]
+                        )
+                        if stats.precise_enough(watched, precision_target):
                             stop_reason = f"median known to +-{precision_target:.1%}"
                             break
                         if time.perf_counter() - started > max_time:
                             stop_reason = f"time budget ({max_time:g} s)"
                             break
+                if companion is not None and len(companion_samples) < len(samples):
+                    companion_samples.append(timed(caller(companion.pipe), companion.contexts)[0])
         except Exception as error:
             if "recompil" not in str(error).lower():
                 raise
@@ -343,7 +395,7 @@ def measure(
                 raise
         peak: int | None
         if cuda:
-            peak = int(torch.cuda.max_memory_allocated())
+            peak = int(torch.cuda.max_memory_allocated()) - (companion.weights_bytes if companion else 0)
             kind = "cuda max allocated"
         else:
             from .techniques.components import parameter_bytes
@@ -354,7 +406,10 @@ def measure(
         if cuda and count_sync and not failures:
             say("counting host-device syncs")
             steps = call.steps or getattr(getattr(pipe, "scheduler", None), "num_inference_steps", None) or 1
-            syncs = count_syncs(run) / steps
+            with ExitStack() as stack:
+                for factory in contexts:
+                    stack.enter_context(factory())
+                syncs = count_syncs(run) / steps
     images = to_numpy_images(output) if output is not None else None
     return Measurement(
         samples=samples,
@@ -366,6 +421,8 @@ def measure(
         stop_reason=stop_reason,
         syncs_per_step=syncs,
         failures=failures,
+        companion_samples=companion_samples[: len(samples)],
+        breakdown=breakdowns,
     )
 
 

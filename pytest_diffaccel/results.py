@@ -42,6 +42,10 @@ class Result:
     images: Any = None  # numpy NHWC, not serialized
     reference_images: Any = None
     baseline_samples: list[float] | None = None
+    relative_samples: list[float] = field(default_factory=list)  # latency over the fp32 reference's
+    relative_kind: str = ""  # "paired" (interleaved) or "over the reference median"
+    compare_mode: str = "absolute"
+    breakdown: dict[str, float] = field(default_factory=dict)  # median seconds per component
     recorded: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -109,6 +113,9 @@ class Result:
             "memory_kind": self.memory_kind,
             "ssim": None if self.ssim is None else round(self.ssim, 5),
             "speedup": None if self.speedup is None else round(self.speedup, 4),
+            "relative_samples": [round(r, 6) for r in self.relative_samples],
+            "relative_kind": self.relative_kind,
+            "breakdown": {k: round(v, 6) for k, v in self.breakdown.items()},
             "reference_median": None if self.reference_median is None else round(self.reference_median, 6),
             "call": self.call,
             "model": self.model,

@@ -159,6 +159,16 @@ class DiffaccelSession:
         except SettingError as error:
             raise pytest.UsageError(f"{node.nodeid}: {error}") from None
 
+    def timing(self, settings: Settings) -> dict[str, Any]:
+        """The measurement options every timed pipeline of this session shares."""
+        return {
+            "device": self.device,
+            "min_rounds": settings.rounds,
+            "max_rounds": settings.max_rounds,
+            "max_time": settings.max_time,
+            "warmup": settings.warmup,
+        }
+
     def call_for(self, settings: Settings) -> Call:
         info = self.info
         prompts = settings.prompt or tuple(info.prompts) or ("a photo of an astronaut riding a horse on mars",)
@@ -169,7 +179,7 @@ class DiffaccelSession:
             seed=settings.seed,
             batch=settings.batch,
             guidance=settings.guidance if settings.guidance is not None else info.guidance,
-        )
+        ).with_extra(dict(info.call_extra))
 
     # ------------------------------------------------------------------ the fp32 reference
 
@@ -188,17 +198,7 @@ class DiffaccelSession:
         contexts = [lambda: tf32(False)] if self.device == "cuda" else []
         try:
             with exclusive_device(self.device):
-                measurement = measure(
-                    pipe,
-                    call,
-                    device=self.device,
-                    contexts=contexts,
-                    min_rounds=settings.rounds,
-                    max_rounds=settings.max_rounds,
-                    max_time=settings.max_time,
-                    warmup=settings.warmup,
-                    progress=progress,
-                )
+                measurement = measure(pipe, call, contexts=contexts, progress=progress, **self.timing(settings))
         except Exception as error:
             failure = RuntimeError(f"the fp32 reference of {self.info.name} failed: {one_line(error)}")
             self._references[key] = failure

@@ -93,6 +93,9 @@ class Inputs:
     baseline_note: str = "no baseline"
     compare_mode: str = "absolute"
     failures: Sequence[str] = ()  # measurement failures (recompilation...), each fails the test
+    breakdown_note: str = ""  # which component moved vs the baseline (breakdown.compare)
+    syncs_per_step: float | None = None
+    max_syncs: float | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,20 @@ def decide(inputs: Inputs) -> Verdict:
     else:
         gates.append(Gate("speed-up", True, f"{inputs.speedup:.2f}x >= {inputs.min_speedup:.2f}x"))
 
+    # 3b. host-device syncs per denoising step (CUDA), when a ceiling is set
+    if inputs.max_syncs is not None and inputs.syncs_per_step is not None:
+        if inputs.syncs_per_step > inputs.max_syncs:
+            gates.append(
+                Gate(
+                    "syncs",
+                    False,
+                    f"{inputs.syncs_per_step:.1f} host-device synchronizations per denoising step, above max_syncs "
+                    f"{inputs.max_syncs:g} (keep scheduler sigmas on the CPU; avoid .item() in the loop)",
+                )
+            )
+        else:
+            gates.append(Gate("syncs", True, f"{inputs.syncs_per_step:.1f} syncs per step <= {inputs.max_syncs:g}"))
+
     # 4. latency vs baseline
     latency: LatencyComparison | None = None
     if inputs.baseline_samples:
@@ -185,7 +202,8 @@ def decide(inputs: Inputs) -> Verdict:
                     "latency",
                     False,
                     f"{what}{latency.describe()} vs the baseline: beyond max-slowdown {inputs.max_slowdown:.0%} "
-                    f"and significant (alpha {inputs.alpha:g})",
+                    f"and significant (alpha {inputs.alpha:g})"
+                    + (f"; {inputs.breakdown_note}" if inputs.breakdown_note else ""),
                 )
             )
         else:

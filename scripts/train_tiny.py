@@ -44,18 +44,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--unet-batch", type=int, default=32)
     parser.add_argument("--unet-lr", type=float, default=1e-3)
     parser.add_argument("--tiny-vae-steps", type=int, default=1000)
+    parser.add_argument("--sdxl-steps", type=int, default=1600)
+    parser.add_argument("--flux-steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="fixed so that reruns are bit-identical")
     parser.add_argument("--quick", action="store_true", help="a handful of steps on a small data set")
     parser.add_argument(
         "--stages",
-        default="vae,unet,tiny-vae",
+        default="vae,unet,tiny-vae,sdxl,flux",
         help="comma-separated stages to train; the others are loaded from --out (each stage has its own seed, "
         "so a partial rerun gives the same weights as a full one)",
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.samples, args.vae_steps, args.unet_steps, args.tiny_vae_steps = 64, 3, 3, 3
+        args.sdxl_steps = args.flux_steps = 3
         args.vae_batch = args.unet_batch = 8
     return args
 
@@ -71,6 +74,22 @@ def lr_at(step: int, base: float, total: int, warmup: int = 50) -> float:
         return base * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def optimize(optimizer, loss, params=None) -> None:  # type: ignore[no-untyped-def]
+    """One optimizer step; with ``params``, gradients are clipped to norm 1 first."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if params is not None:
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+
+
+def set_lr(optimizer, step: int, base: float, total: int) -> None:  # type: ignore[no-untyped-def]
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, base, total)
 
 
 def batches(count: int, batch: int, steps: int, generator: object):
@@ -90,17 +109,14 @@ def train_vae(images, args):  # type: ignore[no-untyped-def]
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     generator = torch.Generator().manual_seed(args.seed + 1)
     for step, index in enumerate(batches(len(images), args.vae_batch, args.vae_steps, generator)):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, 1e-3, args.vae_steps)
+        set_lr(optimizer, step, 1e-3, args.vae_steps)
         x = images[index]
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         recon = vae.decode(z).sample
         kl = posterior.kl().mean() / z[0].numel()
         loss = (recon - x).abs().mean() + (recon - x).pow(2).mean() + 1e-4 * kl
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimize(optimizer, loss)
         if step % 100 == 0 or step == args.vae_steps - 1:
             log(f"vae step {step}: loss {loss.item():.4f}")
     vae.eval()
@@ -135,8 +151,7 @@ def train_unet(latents, captions, args):  # type: ignore[no-untyped-def]
     optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(args.seed + 3)
     for step, index in enumerate(batches(len(latents), args.unet_batch, args.unet_steps, generator)):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args.unet_lr, args.unet_steps)
+        set_lr(optimizer, step, args.unet_lr, args.unet_steps)
         x0 = latents[index]
         tokens = caption_ids[index].clone()
         drop = torch.rand(len(index), generator=generator) < 0.1
@@ -148,10 +163,7 @@ def train_unet(latents, captions, args):  # type: ignore[no-untyped-def]
         hidden = text_encoder(tokens)[0]
         pred = unet(noisy, t, hidden).sample
         loss = (pred - noise).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        optimize(optimizer, loss, params)
         if step % 100 == 0 or step == args.unet_steps - 1:
             log(f"unet step {step}: loss {loss.item():.4f}")
     return unet.eval(), text_encoder.eval(), tokenizer
@@ -174,8 +186,7 @@ def train_tiny_vae(images, latents, vae, args):  # type: ignore[no-untyped-def]
     optimizer = torch.optim.AdamW(tvae.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(args.seed + 5)
     for step, index in enumerate(batches(len(images), args.vae_batch, args.tiny_vae_steps, generator)):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, 1e-3, args.tiny_vae_steps)
+        set_lr(optimizer, step, 1e-3, args.tiny_vae_steps)
         x, z = images[index], latents[index]
         jitter = torch.rand(len(index), 1, 1, 1, generator=generator) * 0.5
         z_in = z + jitter * torch.randn(z.shape, generator=generator)
@@ -184,9 +195,7 @@ def train_tiny_vae(images, latents, vae, args):  # type: ignore[no-untyped-def]
         decoded = tvae.decoder(z_in)
         encoded = tvae.encoder(x)
         loss = (decoded - target).abs().mean() + (decoded - target).pow(2).mean() + (encoded - z).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimize(optimizer, loss)
         if step % 100 == 0 or step == args.tiny_vae_steps - 1:
             log(f"tiny-vae step {step}: loss {loss.item():.4f}")
     return tvae.eval()
@@ -197,6 +206,143 @@ def _relative(path: Path) -> str:
         return path.resolve().relative_to(ROOT).as_posix()
     except ValueError:
         return str(path)
+
+
+def _clip_pair(tokenizer, vocab_size: int):  # type: ignore[no-untyped-def]
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = tiny.text_encoder_config(vocab_size)
+    return CLIPTextModel(CLIPTextConfig(**config)), CLIPTextModelWithProjection(CLIPTextConfig(**config))
+
+
+def train_sdxl(latents, captions, args):  # type: ignore[no-untyped-def]
+    """tiny-sdxl: SDXL's two text encoders (penultimate hidden states side by side, pooled text
+    embeds), text_time conditioning, zeroed embeddings for the unconditional branch (SDXL's
+    force_zeros_for_empty_prompt)."""
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    torch.manual_seed(args.seed + 6)
+    tokenizer = CLIPTokenizer.from_pretrained(args.tokenizer_dir)
+    text_encoder, text_encoder_2 = _clip_pair(tokenizer, len(tokenizer))
+    unet = UNet2DConditionModel(**tiny.sdxl_unet_config())
+    alphas = DDPMScheduler(**tiny.scheduler_config()).alphas_cumprod
+    ids = tokenizer(captions, padding="max_length", max_length=tiny.TEXT_LENGTH, truncation=True, return_tensors="pt")
+    caption_ids = ids.input_ids
+    time_ids = torch.tensor([tiny.SDXL_TIME_IDS], dtype=torch.float32)
+    params = list(unet.parameters()) + list(text_encoder.parameters()) + list(text_encoder_2.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(args.seed + 7)
+    for step, index in enumerate(batches(len(latents), args.unet_batch, args.sdxl_steps, generator)):
+        set_lr(optimizer, step, args.unet_lr, args.sdxl_steps)
+        x0 = latents[index]
+        tokens = caption_ids[index]
+        keep = (torch.rand(len(index), generator=generator) >= 0.1).float()
+        first = text_encoder(tokens, output_hidden_states=True).hidden_states[-2]
+        second = text_encoder_2(tokens, output_hidden_states=True)
+        embeds = torch.cat([first, second.hidden_states[-2]], dim=-1) * keep.view(-1, 1, 1)
+        pooled = second.text_embeds * keep.view(-1, 1)
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, 1000, (len(index),), generator=generator)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        conditions = {"text_embeds": pooled, "time_ids": time_ids.repeat(len(index), 1)}
+        pred = unet(noisy, t, embeds, added_cond_kwargs=conditions).sample
+        loss = (pred - noise).pow(2).mean()
+        optimize(optimizer, loss, params)
+        if step % 100 == 0 or step == args.sdxl_steps - 1:
+            log(f"sdxl unet step {step}: loss {loss.item():.4f}")
+    return unet.eval(), text_encoder.eval(), text_encoder_2.eval(), tokenizer
+
+
+def train_flux(latents, captions, args):  # type: ignore[no-untyped-def]
+    """tiny-flux: a Flux transformer trained with the flow-matching objective on packed latents,
+    conditioned on a tiny T5 (sequence) and the CLIP pooled output, like FluxPipeline calls it."""
+    import torch
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+    torch.manual_seed(args.seed + 8)
+    tokenizer = CLIPTokenizer.from_pretrained(args.tokenizer_dir)
+    tokenizer_2 = T5Tokenizer(vocab=tiny.t5_vocab(), extra_ids=0, model_max_length=tiny.T5_LENGTH)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**tiny.text_encoder_config(len(tokenizer))))
+    text_encoder_2 = T5EncoderModel(T5Config(**tiny.t5_config(len(tokenizer_2))))
+    transformer = FluxTransformer2DModel(**tiny.flux_transformer_config())
+    clip_ids = tokenizer(
+        captions, padding="max_length", max_length=tiny.TEXT_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids
+    t5_ids = tokenizer_2(
+        captions, padding="max_length", max_length=tiny.T5_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids
+    batch, channels, height, width = args.unet_batch, latents.shape[1], latents.shape[2], latents.shape[3]
+    img_ids = FluxPipeline._prepare_latent_image_ids(batch, height // 2, width // 2, "cpu", torch.float32)
+    txt_ids = torch.zeros(tiny.T5_LENGTH, 3)
+    params = list(transformer.parameters()) + list(text_encoder.parameters()) + list(text_encoder_2.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(args.seed + 9)
+    for step, index in enumerate(batches(len(latents), batch, args.flux_steps, generator)):
+        set_lr(optimizer, step, args.unet_lr, args.flux_steps)
+        x0 = latents[index]
+        pooled = text_encoder(clip_ids[index]).pooler_output
+        sequence = text_encoder_2(t5_ids[index])[0]
+        noise = torch.randn(x0.shape, generator=generator)
+        sigma = torch.sigmoid(torch.randn(len(index), generator=generator))  # logit-normal, as SD3/Flux train
+        noisy = (1 - sigma.view(-1, 1, 1, 1)) * x0 + sigma.view(-1, 1, 1, 1) * noise
+        packed = FluxPipeline._pack_latents(noisy, len(index), channels, height, width)
+        target = FluxPipeline._pack_latents(noise - x0, len(index), channels, height, width)
+        pred = transformer(
+            hidden_states=packed,
+            timestep=sigma,
+            pooled_projections=pooled,
+            encoder_hidden_states=sequence,
+            txt_ids=txt_ids,
+            img_ids=img_ids,
+            return_dict=False,
+        )[0]
+        loss = (pred - target).pow(2).mean()
+        optimize(optimizer, loss, params)
+        if step % 100 == 0 or step == args.flux_steps - 1:
+            log(f"flux transformer step {step}: loss {loss.item():.4f}")
+    return transformer.eval(), text_encoder.eval(), text_encoder_2.eval(), tokenizer, tokenizer_2
+
+
+def save_sdxl(out: Path, vae, trained) -> None:  # type: ignore[no-untyped-def]
+    import copy
+
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    unet, text_encoder, text_encoder_2, tokenizer = trained
+    pipe = StableDiffusionXLPipeline(
+        vae=copy.deepcopy(vae),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**tiny.scheduler_config()),
+    )
+    pipe.save_pretrained(out / "tiny-sdxl", safe_serialization=True)
+
+
+def save_flux(out: Path, vae, trained) -> None:  # type: ignore[no-untyped-def]
+    import copy
+
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    transformer, text_encoder, text_encoder_2, tokenizer, tokenizer_2 = trained
+    flux_vae = copy.deepcopy(vae)
+    flux_vae.register_to_config(shift_factor=0.0)  # FluxPipeline decodes latents / scale + shift
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**tiny.flow_scheduler_config()),
+        vae=flux_vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
+    pipe.save_pretrained(out / "tiny-flux", safe_serialization=True)
 
 
 def digest(folder: Path) -> str:
@@ -225,9 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"data set: {len(captions)} images, e.g. {captions[0]!r}")
 
     stages = {stage.strip() for stage in args.stages.split(",") if stage.strip()}
-    unknown = stages - {"vae", "unet", "tiny-vae"}
+    unknown = stages - {"vae", "unet", "tiny-vae", "sdxl", "flux"}
     if unknown:
-        raise SystemExit(f"--stages: unknown stage(s) {sorted(unknown)}; use vae, unet, tiny-vae")
+        raise SystemExit(f"--stages: unknown stage(s) {sorted(unknown)}; use vae, unet, tiny-vae, sdxl, flux")
     if "vae" in stages:
         vae, means = train_vae(images, args)
     else:
@@ -238,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
             means = torch.cat([vae.encode(images[i : i + 64]).latent_dist.mean for i in range(0, len(images), 64)])
         log("vae: loaded from " + str(sd_dir / "vae"))
     scaling = float(vae.config.scaling_factor)
+    if "sdxl" in stages:
+        save_sdxl(out, vae, train_sdxl(means * scaling, captions, args))
+    if "flux" in stages:
+        save_flux(out, vae, train_flux(means * scaling, captions, args))
     if "unet" in stages:
         unet, text_encoder, tokenizer = train_unet(means * scaling, captions, args)
     else:
@@ -268,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: _relative(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "torch": torch.__version__,
         "seconds": round(time.perf_counter() - started, 1),
-        "sha256_16": {"tiny-sd": digest(sd_dir), "tiny-vae": digest(tvae_dir)},
+        "sha256_16": {p.name: digest(p) for p in sorted(out.iterdir()) if p.is_dir()},
     }
     (out / "TRAINING.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     log(f"wrote {sd_dir} and {tvae_dir} in {info['seconds']} s; digests {info['sha256_16']}")

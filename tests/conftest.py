@@ -65,6 +65,19 @@ def tiny_sd():
     return ModelSource(model_info("tiny-sd"))
 
 
+USER_TEST = """
+def test_acceleration(diffaccel_pipeline, diffaccel_benchmark):
+    diffaccel_benchmark(diffaccel_pipeline)
+"""
+
+
+@pytest.fixture
+def user_suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    """An inner project holding the two-line suite a user writes (test_speed.py)."""
+    pytester.makepyfile(test_speed=USER_TEST)
+    return pytester
+
+
 @pytest.fixture
 def run_inner(pytester: pytest.Pytester):
     """Run an inner pytest session in-process with the fast settings; returns the RunResult."""

@@ -37,17 +37,11 @@ def pytest_diffaccel_register_techniques(register):
         raise ValueError("shape '[64, 64, 1, 1]' is invalid for input of size 8192\\nsecond line of the trace")
 """
 
-TEST = """
-def test_acceleration(diffaccel_pipeline, diffaccel_benchmark):
-    diffaccel_benchmark(diffaccel_pipeline)
-"""
-
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeconftest(FAULTS)
-    pytester.makepyfile(test_speed=TEST)
-    return pytester
+def project(user_suite: pytest.Pytester) -> pytest.Pytester:
+    user_suite.makeconftest(FAULTS)
+    return user_suite
 
 
 def test_out_of_memory_fails_that_test_and_the_next_one_measures(project, run_inner):
@@ -149,8 +143,8 @@ def _summary(path):
     )
 
 
-def test_xdist_matches_the_serial_run(pytester: pytest.Pytester, tmp_path):
-    pytester.makepyfile(test_speed=TEST)
+def test_xdist_matches_the_serial_run(user_suite: pytest.Pytester, tmp_path):
+    pytester = user_suite
     args = ["-p", "no:cacheprovider", "--diffaccel-rounds=6", "--diffaccel-max-rounds=6",
             "--diffaccel-techniques=fp32,sdpa-math,channels-last,tf32"]  # fmt: skip
     serial = pytester.runpytest_subprocess(

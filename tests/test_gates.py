@@ -53,17 +53,11 @@ def pytest_diffaccel_register_techniques(register):
         return pipe
 """
 
-TEST = """
-def test_acceleration(diffaccel_pipeline, diffaccel_benchmark):
-    diffaccel_benchmark(diffaccel_pipeline)
-"""
-
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeconftest(FAULTS)
-    pytester.makepyfile(test_speed=TEST)
-    return pytester
+def project(user_suite: pytest.Pytester) -> pytest.Pytester:
+    user_suite.makeconftest(FAULTS)
+    return user_suite
 
 
 def test_clean_technique_passes_and_prints_the_table(project, run_inner):

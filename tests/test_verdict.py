@@ -90,3 +90,17 @@ def test_relative_samples():
     assert verdict.relative_samples([2.0, 4.0], 2.0) == [1.0, 2.0]
     with pytest.raises(ValueError):
         verdict.relative_samples([1.0], 0.0)
+
+
+def test_sync_gate_only_when_a_ceiling_is_set():
+    assert not verdict.decide(inputs(syncs_per_step=6.0)).failed
+    failed = verdict.decide(inputs(syncs_per_step=6.0, max_syncs=1))
+    assert failed.headline == "FAIL syncs" and "6.0 host-device synchronizations" in failed.message()
+    assert not verdict.decide(inputs(syncs_per_step=0.3, max_syncs=1)).failed
+
+
+def test_latency_message_names_the_component_that_moved():
+    v = verdict.decide(
+        inputs(samples=[s * 1.4 for s in BASE], baseline_samples=BASE, breakdown_note="VAE decode 1.42x slower")
+    )
+    assert "VAE decode 1.42x slower" in v.message()

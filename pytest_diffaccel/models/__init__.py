@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -41,6 +42,7 @@ class ModelInfo:
     notes: tuple[str, ...] = field(default=())
     # technique -> SSIM threshold where this model measures a technique differently from a real one
     ssim_overrides: tuple[tuple[str, float], ...] = ()
+    call_extra: tuple[tuple[str, Any], ...] = ()  # extra call kwargs the preset needs (T5 length)
 
     @property
     def label(self) -> str:
@@ -51,30 +53,50 @@ def _preset(name: str, **kwargs: object) -> ModelInfo:
     return ModelInfo(name=name, **kwargs)  # type: ignore[arg-type]
 
 
-def _tiny_prompts() -> tuple[str, ...]:
+def _tiny(name: str, family: str, pipeline_class: str, description: str, **kwargs: object) -> ModelInfo:
+    """A bundled 64x64 preset trained on coloured shapes; they share the VAE and the tiny VAE."""
     from . import tiny
 
-    return tuple(tiny.DEFAULT_PROMPTS)
+    defaults: dict[str, object] = {
+        "path": PRESETS_DIR / name,
+        "steps": 8,
+        "size": (tiny.IMAGE_SIZE, tiny.IMAGE_SIZE),
+        "guidance": 5.0,
+        "prompts": tuple(tiny.DEFAULT_PROMPTS),
+        "tiny_vae": PRESETS_DIR / "tiny-vae",
+        "vae_tile": 32,
+        "vae_scale": 4,
+        # At 64 px, 32 px tiles are smaller than the decoder's receptive field: tiling changes the
+        # picture (SSIM 0.41 measured on tiny-sd) where a 1024 px image with 512 px tiles barely moves.
+        "ssim_overrides": (("vae-tiling", 0.35),),
+    }
+    return _preset(
+        name,
+        kind="preset",
+        family=family,
+        pipeline_class=pipeline_class,
+        description=description + ", 64x64, trained on coloured shapes (bundled)",
+        **{**defaults, **kwargs},
+    )
 
 
 PRESETS: dict[str, ModelInfo] = {
-    "tiny-sd": _preset(
-        "tiny-sd",
-        kind="preset",
-        family="unet",
-        pipeline_class="StableDiffusionPipeline",
-        path=PRESETS_DIR / "tiny-sd",
-        steps=8,
-        size=(64, 64),
-        guidance=5.0,
-        prompts=_tiny_prompts(),
-        tiny_vae=PRESETS_DIR / "tiny-vae",
-        vae_tile=32,
-        vae_scale=4,
-        # At 64 px, 32 px tiles are smaller than the decoder's receptive field: tiling changes the
-        # picture (SSIM 0.41 measured) where a 1024 px image with 512 px tiles barely moves.
-        ssim_overrides=(("vae-tiling", 0.35),),
-        description="Stable Diffusion 1.x architecture, 64x64, trained on coloured shapes (bundled)",
+    "tiny-sd": _tiny("tiny-sd", "unet", "StableDiffusionPipeline", "Stable Diffusion 1.x architecture"),
+    "tiny-sdxl": _tiny(
+        "tiny-sdxl",
+        "unet",
+        "StableDiffusionXLPipeline",
+        "Stable Diffusion XL architecture (two text encoders, text_time conditioning)",
+        # the bundled tiny VAE, distilled on tiny-sd's latents, is less faithful on tiny-sdxl's (0.43)
+        ssim_overrides=(("vae-tiling", 0.35), ("tiny-vae", 0.35)),
+    ),
+    "tiny-flux": _tiny(
+        "tiny-flux",
+        "transformer",
+        "FluxPipeline",
+        "Flux architecture (double- and single-stream transformer, CLIP + T5, flow matching)",
+        guidance=None,  # not guidance-distilled, no CFG: the call passes none
+        call_extra=(("max_sequence_length", 32),),
     ),
     "sd15-arch": _preset(
         "sd15-arch",
@@ -101,6 +123,20 @@ PRESETS: dict[str, ModelInfo] = {
         random_weights=True,
         arch="sdxl",
         description="Stable Diffusion XL base architecture (UNet 2.567B), random weights: for latency and memory",
+    ),
+    "flux-arch": _preset(
+        "flux-arch",
+        kind="arch",
+        family="transformer",
+        pipeline_class="FluxPipeline",
+        steps=28,
+        size=(1024, 1024),
+        guidance=3.5,
+        prompts=("A cat holding a sign that says hello world",),
+        random_weights=True,
+        arch="flux",
+        description="FLUX.1-dev architecture (transformer 11.9B, T5-XXL), random weights: for latency and memory; "
+        "fp32 needs about 70 GB of GPU memory",
     ),
 }
 

@@ -85,6 +85,38 @@ CLIP_BIGG: dict[str, Any] = {
     "hidden_act": "gelu",
     "projection_dim": 1280,
 }
+FLUX_TRANSFORMER: dict[str, Any] = {
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768,
+    "guidance_embeds": True,
+    "axes_dims_rope": (16, 56, 56),
+}
+FLUX_VAE: dict[str, Any] = {
+    **{k: v for k, v in sd_vae(1024, 0.3611, True).items()},
+    "latent_channels": 16,
+    "shift_factor": 0.1159,
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+}
+T5_XXL: dict[str, Any] = {
+    "vocab_size": 32128,
+    "d_model": 4096,
+    "d_kv": 64,
+    "d_ff": 10240,
+    "num_layers": 24,
+    "num_heads": 64,
+    "relative_attention_num_buckets": 32,
+    "relative_attention_max_distance": 128,
+    "feed_forward_proj": "gated-gelu",
+    "dropout_rate": 0.0,
+    "is_encoder_decoder": False,
+}
 SD_BETAS: dict[str, Any] = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
@@ -129,6 +161,8 @@ def build(name: str, device: str, dtype: Any, seed: int = SEED) -> Any:
         return _sd15(device, dtype)
     if name == "sdxl":
         return _sdxl(device, dtype)
+    if name == "flux":
+        return _flux(device, dtype)
     raise KeyError(f"unknown architecture {name!r}")
 
 
@@ -170,6 +204,42 @@ def _sdxl(device: str, dtype: Any) -> Any:
         unet=unet,
         scheduler=scheduler,
     )
+
+
+def _flux(device: str, dtype: Any) -> Any:
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, T5Tokenizer
+
+    from . import tiny
+
+    transformer = _on_device(lambda: FluxTransformer2DModel(**FLUX_TRANSFORMER), device, dtype)
+    vae = _on_device(lambda: AutoencoderKL(**FLUX_VAE), device, dtype)
+    text_encoder = _on_device(lambda: CLIPTextModel(CLIPTextConfig(**CLIP_L)), device, dtype)
+    text_encoder_2 = _on_device(lambda: T5EncoderModel(T5Config(**T5_XXL)), device, dtype)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )  # fmt: skip
+    return FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer(),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=T5Tokenizer(vocab=tiny.t5_vocab(), extra_ids=0, model_max_length=512),
+        transformer=transformer,
+    )
+
+
+def denoiser_parameters(name: str) -> int:
+    """Parameter count of an architecture's denoiser, built on the meta device (no memory)."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    if name == "flux":
+        with torch.device("meta"):
+            return sum(p.numel() for p in FluxTransformer2DModel(**FLUX_TRANSFORMER).parameters())
+    return unet_parameters(name)
 
 
 def unet_parameters(name: str) -> int:

@@ -260,3 +260,79 @@ DEFAULT_PROMPTS: Sequence[str] = (
     caption("circle", "red", "white"),
     caption("triangle", "blue", "gray"),
 )
+
+
+# ----------------------------------------------------------------------------- tiny-sdxl and tiny-flux
+
+SDXL_TIME_IDS = (IMAGE_SIZE, IMAGE_SIZE, 0, 0, IMAGE_SIZE, IMAGE_SIZE)  # original size, crop, target size
+T5_LENGTH = 32  # tokens of the T5 prompt in tiny-flux (the call passes max_sequence_length)
+
+
+def sdxl_unet_config(text_hidden: int = 64, pooled: int = 64) -> dict[str, Any]:
+    """SDXL's UNet shape in miniature: two text encoders side by side, text_time conditioning,
+    linear projections, attention heads 8 wide."""
+    return {
+        "sample_size": IMAGE_SIZE // 4,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": (32, 64),
+        "layers_per_block": 1,
+        "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        "transformer_layers_per_block": (1, 1),
+        "attention_head_dim": (4, 8),
+        "cross_attention_dim": 2 * text_hidden,
+        "use_linear_projection": True,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 8 * len(SDXL_TIME_IDS) + pooled,
+        "norm_num_groups": 16,
+    }
+
+
+def flux_transformer_config(text_hidden: int = 64, pooled: int = 64) -> dict[str, Any]:
+    """Flux's double- and single-stream transformer in miniature (a diffusers CacheMixin)."""
+    return {
+        "patch_size": 1,
+        "in_channels": 16,  # 4 latent channels packed 2x2
+        "num_layers": 2,
+        "num_single_layers": 2,
+        "attention_head_dim": 16,
+        "num_attention_heads": 4,
+        "joint_attention_dim": text_hidden,
+        "pooled_projection_dim": pooled,
+        "guidance_embeds": False,
+        "axes_dims_rope": (4, 6, 6),
+    }
+
+
+def t5_config(vocab_size: int) -> dict[str, Any]:
+    return {
+        "vocab_size": vocab_size,
+        "d_model": 64,
+        "d_kv": 16,
+        "d_ff": 128,
+        "num_layers": 2,
+        "num_heads": 4,
+        "relative_attention_num_buckets": 8,
+        "relative_attention_max_distance": 32,
+        "dropout_rate": 0.0,
+        "feed_forward_proj": "gated-gelu",
+        "is_encoder_decoder": False,
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+    }
+
+
+def t5_vocab() -> list[tuple[str, float]]:
+    """A Unigram vocabulary: the caption words whole, and single characters for anything else."""
+    import string
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    vocab += [("\u2581" + word, -1.0) for word in caption_words()]
+    vocab += [("\u2581", -5.0)] + [(ch, -8.0) for ch in string.ascii_lowercase + string.digits + ",.!?'-"]
+    return vocab
+
+
+def flow_scheduler_config() -> dict[str, Any]:
+    return {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}

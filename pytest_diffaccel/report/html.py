@@ -186,6 +186,7 @@ def _sections(results: list[Any]) -> list[dict[str, Any]]:
                 "peak": fmt_bytes(result.peak_memory),
                 "compile": fmt_seconds(result.compile_seconds) if result.compile_seconds is not None else None,
                 "syncs": None if result.syncs_per_step is None else f"{result.syncs_per_step:.1f}",
+                "breakdown": ", ".join(f"{name} {fmt_seconds(value)}" for name, value in result.breakdown.items()),
             }
         )
     return sections

@@ -61,6 +61,10 @@ def benchmark_entry(result: Any, state: Any) -> dict[str, Any]:
             "compile_seconds": result.compile_seconds,
             "warmup": list(result.warmup),
             "stop_reason": result.stop_reason,
+            "breakdown": result.breakdown,
+            "relative_samples": list(result.relative_samples),
+            "relative_kind": result.relative_kind,
+            "compare_mode": result.compare_mode,
             "baseline": {
                 "note": result.baseline_note,
                 "ratio": latency.ratio if latency else None,

@@ -13,6 +13,8 @@ COLUMNS = ("technique", "median", "speed-up vs fp32", "vs baseline", "SSIM", "pe
 def baseline_cell(result: Any) -> str:
     if result.verdict is not None and result.verdict.latency is not None:
         lat = result.verdict.latency
+        if abs(lat.ratio - 1.0) < 0.005:
+            return f"unchanged (CI {lat.low:.2f}-{lat.high:.2f})"
         direction = "slower" if lat.ratio >= 1 else "faster"
         ratio = lat.ratio if lat.ratio >= 1 else 1 / lat.ratio
         return f"{ratio:.2f}x {direction} (CI {lat.low:.2f}-{lat.high:.2f})"

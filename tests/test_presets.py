@@ -1,0 +1,78 @@
+"""Model presets and the technique list: full-size architectures (on the meta device), the tiny
+SDXL and Flux presets running their matrices, caching on a transformer, skip reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_diffaccel.models import PRESETS, ModelError, arch, model_info
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters"),
+    [("sd15", 859_520_964), ("sdxl", 2_567_463_684), ("flux", 11_901_408_320)],
+)
+def test_full_size_architectures_match_the_published_configs(name, parameters):
+    assert arch.denoiser_parameters(name) == parameters
+
+
+def test_arch_presets_are_labelled_random_weights():
+    for name in ("sd15-arch", "sdxl-arch", "flux-arch"):
+        info = model_info(name)
+        assert info.random_weights and info.label.endswith("(random weights)")
+
+
+def test_missing_bundled_weights_say_how_to_get_them(monkeypatch, tmp_path):
+    import dataclasses
+
+    monkeypatch.setitem(PRESETS, "tiny-sd", dataclasses.replace(PRESETS["tiny-sd"], path=tmp_path / "none"))
+    with pytest.raises(ModelError, match=r"train_tiny\.py"):
+        model_info("tiny-sd")
+
+
+def test_list_techniques(pytester: pytest.Pytester):
+    result = pytester.runpytest_inprocess("--diffaccel-list-techniques", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    text = result.stdout.str()
+    from pytest_diffaccel.techniques import builtin_registry
+
+    for name in builtin_registry().known():
+        assert name in text, name
+    result.stdout.fnmatch_lines(
+        [
+            "diffaccel techniques on cpu with model tiny-sd (unet denoiser)",
+            "*sdpa-efficient*",
+            "*needs CUDA*can't run here: needs CUDA*",
+            "*cache-pab*",
+            "*can't run here: applies to transformer pipelines; this model's denoiser is a unet*",
+            "*diffusion-fast*= bf16+sdpa-flash+fuse-qkv+channels-last+int8-dynamic+compile-max-autotune+compile-vae*",
+        ]
+    )
+
+
+def test_list_techniques_for_a_transformer_model(pytester: pytest.Pytester):
+    result = pytester.runpytest_inprocess("--diffaccel-list-techniques", "--diffaccel-model=tiny-flux")
+    assert result.ret == 0
+    lines = [line for line in result.stdout.lines if "needs transformer pipelines" in line]
+    assert lines and all("can run here" in line for line in lines)
+    assert any("channels-last" in line for line in result.stdout.lines)
+
+
+@pytest.mark.parametrize(
+    ("model", "techniques", "passed", "skipped"),
+    [
+        ("tiny-sdxl", "fp32,bf16,fuse-qkv,sdpa-math,tiny-vae,channels-last,cache-pab", 6, 1),
+        ("tiny-flux", "fp32,bf16,fuse-qkv,sdpa-math,tiny-vae,cache-first-block,cache-taylorseer,channels-last", 7, 1),
+    ],
+)
+def test_tiny_presets_run_their_matrices(user_suite, run_inner, model, techniques, passed, skipped):
+    result = run_inner(f"--diffaccel-model={model}", f"--diffaccel-techniques={techniques}", "-rs")
+    result.assert_outcomes(passed=passed, skipped=skipped)
+    result.stdout.fnmatch_lines([f"model {model} on cpu*", "technique*verdict"])
+
+
+def test_caching_runs_for_real_on_the_transformer_preset(user_suite, run_inner):
+    result = run_inner("--diffaccel-model=tiny-flux", "--diffaccel-techniques=cache-pab,cache-faster,cache-mag")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 3, result.stdout.str()
+    result.stdout.fnmatch_lines(["cache-pab *", "cache-faster *", "cache-mag *"])
