@@ -66,9 +66,11 @@ def _tiny(name: str, family: str, pipeline_class: str, description: str, **kwarg
         "tiny_vae": PRESETS_DIR / "tiny-vae",
         "vae_tile": 32,
         "vae_scale": 4,
-        # At 64 px, 32 px tiles are smaller than the decoder's receptive field: tiling changes the
-        # picture (SSIM 0.41 measured on tiny-sd) where a 1024 px image with 512 px tiles barely moves.
-        "ssim_overrides": (("vae-tiling", 0.35),),
+        # At 64 px, 32 px tiles are far smaller than the decoder's receptive field (its mid-block
+        # attends over the whole latent): tiling redraws the picture (SSIM 0.16-0.47 measured on the
+        # tiny presets) where a 1024 px image with 512 px tiles barely moves. On a tiny preset
+        # vae-tiling is a code-path check; the broken-image gate still applies.
+        "ssim_overrides": (("vae-tiling", 0.10),),
     }
     return _preset(
         name,
@@ -88,7 +90,7 @@ PRESETS: dict[str, ModelInfo] = {
         "StableDiffusionXLPipeline",
         "Stable Diffusion XL architecture (two text encoders, text_time conditioning)",
         # the bundled tiny VAE, distilled on tiny-sd's latents, is less faithful on tiny-sdxl's (0.43)
-        ssim_overrides=(("vae-tiling", 0.35), ("tiny-vae", 0.35)),
+        ssim_overrides=(("vae-tiling", 0.10), ("tiny-vae", 0.35)),
     ),
     "tiny-flux": _tiny(
         "tiny-flux",
