@@ -116,6 +116,8 @@ class Benchmark:
         notes = list(self.applied.notes) if self.applied is not None else []
         if reuse:
             notes.append("fp32 is the reference: its measurement is the reference's")
+        if measurement.graph_breaks:
+            notes.append(f"{measurement.graph_breaks} graph breaks (dynamo)")
         notes += list(decision.notes)
         if state.info.random_weights:
             notes.append("random weights: fidelity says little about real pictures")
@@ -150,6 +152,7 @@ class Benchmark:
             relative_kind=relative_kind,
             compare_mode=settings.compare,
             breakdown=components,
+            graph_breaks=measurement.graph_breaks,
         )
         self.results.append(result)
         for name, value in (

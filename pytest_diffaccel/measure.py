@@ -190,6 +190,7 @@ class Measurement:
     failures: list[str] = field(default_factory=list)
     companion_samples: list[float] = field(default_factory=list)  # interleaved fp32 reference, paired
     breakdown: list[dict[str, Any]] = field(default_factory=list)  # per timed call: breakdown.split
+    graph_breaks: int | None = None  # during warm-up and rounds, for compiled techniques
 
     @property
     def paired_ratios(self) -> list[float]:
@@ -327,6 +328,7 @@ def measure(
 
     failures: list[str] = []
     companion_samples: list[float] = []
+    breaks_before = graph_breaks() if compiles else 0
     with torch.inference_mode():
         # warm-up: compiled techniques until steady
         warm: list[float] = []
@@ -423,7 +425,15 @@ def measure(
         failures=failures,
         companion_samples=companion_samples[: len(samples)],
         breakdown=breakdowns,
+        graph_breaks=graph_breaks() - breaks_before if compiles else None,
     )
+
+
+def graph_breaks() -> int:
+    """Graph breaks dynamo has counted in this process so far (fullgraph=True turns each into an error)."""
+    import torch._dynamo.utils
+
+    return int(sum(torch._dynamo.utils.counters["graph_break"].values()))
 
 
 def one_line(error: BaseException) -> str:

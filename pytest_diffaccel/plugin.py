@@ -111,7 +111,31 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(STATE, None)
     if state is None:
         return []
-    return [f"diffaccel: {state.settings.describe()}"]
+    lines = [f"diffaccel: {state.settings.describe()}"]
+    cache = _inductor_cache()
+    if cache:
+        lines.append(f"diffaccel: compile cache {cache}")
+    return lines
+
+
+def _inductor_cache() -> str | None:
+    """Where torch.compile keeps its cache across runs, and whether it is warm (no torch import)."""
+    import getpass
+    import os
+    import tempfile
+    from pathlib import Path
+
+    configured = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:
+        default = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
+    except (KeyError, OSError):
+        default = Path(tempfile.gettempdir()) / "torchinductor"
+    path = Path(configured) if configured else default
+    if not path.is_dir():
+        return f"{path} (empty: compiled techniques compile cold)" if configured else None
+    entries = sum(1 for _ in path.iterdir())
+    source = "TORCHINDUCTOR_CACHE_DIR" if configured else "default location"
+    return f"{path} ({source}; {entries} entries: compile times of this run may come from it)"
 
 
 def pytest_cmdline_main(config: pytest.Config) -> int | None:

@@ -46,6 +46,7 @@ class Result:
     relative_kind: str = ""  # "paired" (interleaved) or "over the reference median"
     compare_mode: str = "absolute"
     breakdown: dict[str, float] = field(default_factory=dict)  # median seconds per component
+    graph_breaks: int | None = None
     recorded: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     @property

@@ -104,3 +104,57 @@ def test_warm_up_until_steady():
     assert not measure.is_steady([90.0, 1.2])
     assert measure.is_steady([90.0, 1.2, 1.25])
     assert not measure.is_steady([1.0])
+
+
+class Recompiling:
+    """A 'pipeline' whose compiled function sees a new shape from its 4th call on: dynamo recompiles
+    in the middle of the timed rounds (the class of bug of diffusers #11360)."""
+
+    components: dict = {}  # noqa: RUF012 - no model components to count
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fn = torch.compile(lambda x: x * 2, backend="eager", dynamic=False)
+
+    def __call__(self, **kwargs):
+        self.calls += 1
+        self.fn(torch.ones(max(1, self.calls - 2), 3))
+        return torch.rand(1, 3, 8, 8)
+
+
+def test_a_recompilation_during_the_timed_rounds_fails_with_dynamos_reason():
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    pipe = Recompiling()
+    result = measure.measure(
+        pipe, CALL, device="cpu", min_rounds=3, max_rounds=3, warmup=2, compiles=True, max_warmup=2
+    )
+    assert len(result.failures) == 1
+    assert result.failures[0].startswith("recompiled during the timed rounds: ")
+    assert "size mismatch" in result.failures[0] or "recompil" in result.failures[0].lower()
+    torch._dynamo.reset()
+
+
+def test_compiled_techniques_count_graph_breaks():
+    import torch._dynamo
+
+    torch._dynamo.reset()
+
+    def breaking(x):
+        y = x * 2
+        torch._dynamo.graph_break()
+        return y + 1
+
+    fn = torch.compile(breaking, backend="eager")
+
+    class Pipe:
+        components: dict = {}  # noqa: RUF012
+
+        def __call__(self, **kwargs):
+            fn(torch.ones(2))
+            return torch.rand(1, 3, 8, 8)
+
+    result = measure.measure(Pipe(), CALL, device="cpu", min_rounds=2, max_rounds=2, compiles=True, max_warmup=2)
+    assert result.graph_breaks and result.graph_breaks >= 1
+    torch._dynamo.reset()

@@ -76,3 +76,17 @@ def test_caching_runs_for_real_on_the_transformer_preset(user_suite, run_inner):
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 3, result.stdout.str()
     result.stdout.fnmatch_lines(["cache-pab *", "cache-faster *", "cache-mag *"])
+
+
+CPU_TECHNIQUES = (
+    "fp16,sdpa-flash,attention-slicing,int8-dynamic,int8-weight-only,vae-slicing,vae-tiling,"
+    "group-offload-block,group-offload-leaf,layerwise-fp8,compile-regional"
+)
+
+
+def test_every_cpu_technique_runs_for_real_on_tiny_sd(user_suite, run_inner):
+    """The rest of the CPU-runnable techniques (the others run in the tests above and in
+    tests/test_gates.py); full-model compile, minutes cold on the CPU, runs in `pytest examples`."""
+    result = run_inner(f"--diffaccel-techniques={CPU_TECHNIQUES}", "--diffaccel-rounds=3", "--diffaccel-max-rounds=3")
+    result.assert_outcomes(passed=len(CPU_TECHNIQUES.split(",")))
+    result.stdout.fnmatch_lines(["int8-dynamic *pass*", "layerwise-fp8 *pass*", "compile-regional *pass*"])

@@ -62,6 +62,7 @@ def benchmark_entry(result: Any, state: Any) -> dict[str, Any]:
             "warmup": list(result.warmup),
             "stop_reason": result.stop_reason,
             "breakdown": result.breakdown,
+            "graph_breaks": result.graph_breaks,
             "relative_samples": list(result.relative_samples),
             "relative_kind": result.relative_kind,
             "compare_mode": result.compare_mode,
