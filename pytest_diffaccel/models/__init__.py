@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ class ModelInfo:
     random_weights: bool = False
     description: str = ""
     arch: str | None = None  # models.arch builder name
-    notes: tuple[str, ...] = field(default=())
     # technique -> SSIM threshold where this model measures a technique differently from a real one
     ssim_overrides: tuple[tuple[str, float], ...] = ()
     call_extra: tuple[tuple[str, Any], ...] = ()  # extra call kwargs the preset needs (T5 length)

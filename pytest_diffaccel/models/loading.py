@@ -60,9 +60,9 @@ class ModelSource:
     def family(self) -> str:
         if self.info.family:
             return self.info.family
-        from ..techniques.components import family_of
+        from ..techniques.components import denoiser_name
 
-        return family_of(self.base())
+        return denoiser_name(self.base())  # "unet" or "transformer"
 
     def _load(self) -> Any:
         import diffusers

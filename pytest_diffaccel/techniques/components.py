@@ -22,10 +22,6 @@ def denoiser(pipe: Any) -> Any:
     return getattr(pipe, denoiser_name(pipe))
 
 
-def family_of(pipe: Any) -> str:
-    return denoiser_name(pipe)
-
-
 def modules(pipe: Any) -> Iterator[tuple[str, Any]]:
     """(name, torch.nn.Module) for each model component of the pipeline."""
     import torch
