@@ -25,11 +25,12 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import stats
 from .breakdown import Instrument, split
+from .noise import float32_noise
 
 Progress = Callable[[str], None]
 
@@ -319,6 +320,11 @@ def measure(
         return run
 
     run = caller(pipe)
+    # the same starting noise in every precision (see noise.py); entered outside the timer
+    contexts = [lambda: float32_noise(pipe), *contexts]
+    if companion is not None:
+        partner = companion.pipe
+        companion = replace(companion, contexts=[lambda: float32_noise(partner), *companion.contexts])
 
     def timed(fn: Callable[[], Any], factories: Sequence[Callable[[], Any]] = contexts) -> tuple[float, Any]:
         with ExitStack() as stack:

@@ -16,6 +16,7 @@ import torch
 from pytest_diffaccel import fidelity
 from pytest_diffaccel.measure import to_numpy_images
 from pytest_diffaccel.models import PRESETS, tiny
+from pytest_diffaccel.noise import float32_noise
 from pytest_diffaccel.techniques.precision import LOSSLESS_SSIM, REDUCED_PRECISION_SSIM
 from pytest_diffaccel.techniques.structure import TINY_VAE_SSIM
 
@@ -26,7 +27,7 @@ MARGIN = 0.3  # "below the default threshold by a wide margin"
 
 
 def generate(pipe, prompts=PROMPTS, guidance=5.0):
-    with torch.inference_mode():
+    with torch.inference_mode(), float32_noise(pipe):  # the same noise in bf16 on any torch
         out = pipe(
             prompt=list(prompts),
             num_inference_steps=PRESETS["tiny-sd"].steps,
