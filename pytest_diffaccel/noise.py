@@ -13,7 +13,8 @@ same stream for every dtype, so there it changes nothing).
 float32 and cast the result to the dtype asked for, so the reference and every technique start
 from the same noise, up to the rounding of the cast. It patches the name ``randn_tensor`` in the
 modules that define the pipeline's and the scheduler's classes (and their bases) for the
-duration of a call, and restores them after.
+duration of a call, and restores them after. A custom pipeline that calls ``torch.randn``
+itself is not covered: on torch <= 2.12, draw its noise in float32 there, or pass ``latents``.
 
 torch is imported inside the functions.
 """

@@ -323,6 +323,7 @@ def save_sdxl(out: Path, vae, trained) -> None:  # type: ignore[no-untyped-def]
         scheduler=EulerDiscreteScheduler(**tiny.scheduler_config()),
     )
     pipe.save_pretrained(out / "tiny-sdxl", safe_serialization=True)
+    make_portable(out / "tiny-sdxl")
 
 
 def save_flux(out: Path, vae, trained) -> None:  # type: ignore[no-untyped-def]
@@ -343,13 +344,61 @@ def save_flux(out: Path, vae, trained) -> None:  # type: ignore[no-untyped-def]
         transformer=transformer,
     )
     pipe.save_pretrained(out / "tiny-flux", safe_serialization=True)
+    make_portable(out / "tiny-flux")
+
+
+CLIP_PREFIX = "text_model."
+
+
+def make_portable(folder: Path) -> None:
+    """Make a pipeline folder written by transformers 5 loadable by transformers 4 as well.
+
+    transformers 5 saves a CLIPTextModel's tensors without the ``text_model.`` prefix that 4.x
+    expects (4.x then initialises the whole text encoder at random, with only a warning), and a
+    CLIPTokenizer as tokenizer.json alone (4.x's slow CLIPTokenizer needs vocab.json and
+    merges.txt), and names a T5 tokenizer "T5Tokenizer" (for 4.x the sentencepiece one, which
+    needs a spiece.model; "T5TokenizerFast" reads tokenizer.json in both, as the hub's Flux repos
+    name it). Both versions read the prefixed names, the vocabulary files and the fast name.
+    """
+    from safetensors.torch import load_file, save_file
+
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    fast = {
+        name: ["transformers", "T5TokenizerFast"]
+        for name, entry in index.items()
+        if entry == ["transformers", "T5Tokenizer"]
+    }
+    if fast:
+        index_path.write_text(json.dumps({**index, **fast}, indent=2, sort_keys=True) + "\n")
+
+    for config_path in sorted(folder.glob("*/config.json")):
+        if "CLIPTextModel" not in json.loads(config_path.read_text()).get("architectures", []):
+            continue
+        for path in sorted(config_path.parent.glob("*.safetensors")):
+            tensors = load_file(path)
+            if all(name.startswith(CLIP_PREFIX) for name in tensors):
+                continue
+            renamed = {name if name.startswith(CLIP_PREFIX) else CLIP_PREFIX + name: t for name, t in tensors.items()}
+            save_file(renamed, path, metadata={"format": "pt"})
+    for config_path in sorted(folder.glob("*/tokenizer_config.json")):
+        clip = json.loads(config_path.read_text()).get("tokenizer_class") in ("CLIPTokenizer", "CLIPTokenizerFast")
+        if clip and not (config_path.parent / "vocab.json").exists():
+            tiny.write_tokenizer_vocab(config_path.parent)
 
 
 def digest(folder: Path) -> str:
+    """A digest of the weights themselves: tensor names (without the CLIP prefix), dtypes, shapes and
+    bytes, so that it does not depend on the file layout of one library version."""
+    import torch
+    from safetensors.torch import load_file
+
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*.safetensors")):
-        h.update(path.relative_to(folder).as_posix().encode())
-        h.update(path.read_bytes())
+        h.update(path.parent.relative_to(folder).as_posix().encode())
+        for name, tensor in sorted(load_file(path).items()):
+            h.update(f"{name.removeprefix(CLIP_PREFIX)} {tensor.dtype} {tuple(tensor.shape)}".encode())
+            h.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -413,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(sd_dir, safe_serialization=True)
+    make_portable(sd_dir)
     info = {
         "trained_by": "scripts/train_tiny.py",
         "args": {k: _relative(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

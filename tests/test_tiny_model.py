@@ -5,6 +5,7 @@ Acceptance numbers of the core issue, measured on the shipped weights.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -136,6 +137,48 @@ def test_training_script_still_runs(tmp_path):
     assert images.shape == (2, 64, 64, 3) and np.isfinite(images).all()
     assert AutoencoderTiny.from_pretrained(out / "tiny-vae").config.latent_channels == 4
     assert (out / "TRAINING.json").is_file()
+    # portable to transformers 4.x: prefixed CLIP tensor names, vocabulary files, the fast T5 name
+    from safetensors import safe_open
+
+    for preset, encoders, tokenizers in (
+        ("tiny-sd", ["text_encoder"], ["tokenizer"]),
+        ("tiny-sdxl", ["text_encoder"], ["tokenizer", "tokenizer_2"]),  # text_encoder_2: with projection
+        ("tiny-flux", ["text_encoder"], ["tokenizer"]),
+    ):
+        for encoder in encoders:
+            with safe_open(out / preset / encoder / "model.safetensors", "pt") as saved:
+                names = saved.keys()
+            assert all(name.startswith("text_model.") for name in names), (preset, encoder)
+        for tokenizer in tokenizers:
+            assert {"vocab.json", "merges.txt"} <= {p.name for p in (out / preset / tokenizer).iterdir()}
+    index = json.loads((out / "tiny-flux" / "model_index.json").read_text())
+    assert index["tokenizer_2"] == ["transformers", "T5TokenizerFast"]
+
+
+def test_a_preset_component_not_loaded_as_saved_is_an_error(tiny_sd, tmp_path):
+    """transformers 4.x read transformers 5's CLIP files as unknown names and initialised the text
+    encoder at random, with a warning only: the loader compares the values and refuses."""
+    import shutil
+
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from pytest_diffaccel.models import ModelError
+    from pytest_diffaccel.models.loading import check_loaded_as_saved, not_loaded_as_saved
+
+    pipe = tiny_sd.base()
+    folder = tiny_sd.info.path
+    wrong, count = not_loaded_as_saved(pipe.text_encoder, [folder / "text_encoder" / "model.safetensors"])
+    assert wrong == [] and count == 36
+    random_encoder = CLIPTextModel(CLIPTextConfig(**pipe.text_encoder.config.to_dict()))
+    wrong, count = not_loaded_as_saved(random_encoder, [folder / "text_encoder" / "model.safetensors"])
+    assert len(wrong) >= count - 1  # every tensor but perhaps a constant one
+
+    copy = tmp_path / "tiny-sd"
+    shutil.copytree(folder, copy)
+    broken = type(pipe)(**{**pipe.components, "text_encoder": random_encoder})
+    with pytest.raises(ModelError, match=r"'tiny-sd': text_encoder was not loaded as saved \(\d+ of 36 tensors differ"):
+        check_loaded_as_saved(broken, copy, "tiny-sd")
+    check_loaded_as_saved(pipe, copy, "tiny-sd")  # the real one passes
 
 
 def test_dataset_is_deterministic_and_captioned():

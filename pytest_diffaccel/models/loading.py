@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from typing import Any
 
 from ..techniques.components import quiet_casts
@@ -84,7 +85,7 @@ class ModelSource:
         quiet_progress_bars()
         try:
             pipe = pipeline_class.from_pretrained(source, **kwargs)
-        except (OSError, ValueError) as error:
+        except Exception as error:  # a library's reason, in one line, with the versions that gave it
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             hint = ""
             if "safetensors" in str(error).lower() and not self.allow_pickle:
@@ -94,6 +95,58 @@ class ModelSource:
                 )
             elif info.kind == "hub":
                 hint = "; is it in the Hugging Face cache (HF_HUB_OFFLINE=1 forbids downloads)?"
-            raise ModelError(f"--diffaccel-model {info.name!r} could not be loaded: {first}{hint}") from error
+            raise ModelError(
+                f"--diffaccel-model {info.name!r} could not be loaded: {first}{hint} ({library_versions()})"
+            ) from error
+        if info.kind == "preset" and info.path is not None:
+            check_loaded_as_saved(pipe, info.path, info.name)
         pipe.set_progress_bar_config(disable=True)
         return pipe
+
+
+def library_versions() -> str:
+    import diffusers
+    import transformers
+
+    return f"diffusers {diffusers.__version__}, transformers {transformers.__version__}"
+
+
+CLIP_PREFIX = "text_model."  # transformers 5 saves CLIPTextModel without it, 4.x loads with it
+
+
+def not_loaded_as_saved(module: Any, files: list[Path]) -> tuple[list[str], int]:
+    """The saved tensors that ``module`` does not hold as saved, and how many were saved.
+
+    A library that does not recognise a file's tensor names initialises the module at random
+    and only warns; comparing the values catches that.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    state = module.state_dict()
+    wrong: list[str] = []
+    count = 0
+    for path in files:
+        for name, saved in load_file(path).items():
+            count += 1
+            candidates = (name, CLIP_PREFIX + name, name.removeprefix(CLIP_PREFIX))
+            loaded = next((state[c] for c in candidates if c in state), None)
+            if loaded is None or loaded.shape != saved.shape or not torch.equal(loaded.cpu(), saved.to(loaded.dtype)):
+                wrong.append(name)
+    return wrong, count
+
+
+def check_loaded_as_saved(pipe: Any, folder: Path, name: str) -> None:
+    """Every bundled weight must arrive as trained: a preset with a random text encoder would run
+    (and pass) while testing nothing."""
+    for component, module in pipe.components.items():
+        files = sorted((folder / component).glob("*.safetensors"))
+        if not files or not hasattr(module, "state_dict"):
+            continue
+        wrong, count = not_loaded_as_saved(module, files)
+        if wrong:
+            raise ModelError(
+                f"--diffaccel-model {name!r}: {component} was not loaded as saved ({len(wrong)} of {count} "
+                f"tensors differ, e.g. {wrong[0]!r}) with {library_versions()}; the library did not "
+                "recognise the bundled file's layout: install the versions in pyproject.toml, or report it"
+            )

@@ -95,11 +95,16 @@ def tokenizer_files() -> tuple[dict[str, int], list[str]]:
     return vocab, unique
 
 
-def write_tokenizer(folder: Path) -> None:
+def write_tokenizer_vocab(folder: Path) -> None:
+    """vocab.json and merges.txt: what a slow CLIPTokenizer reads (transformers 4.x; 5.x also reads tokenizer.json)."""
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = tokenizer_files()
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, sort_keys=True))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def write_tokenizer(folder: Path) -> None:
+    write_tokenizer_vocab(folder)
     config = {
         "tokenizer_class": "CLIPTokenizer",
         "model_max_length": TEXT_LENGTH,
