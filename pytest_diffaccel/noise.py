@@ -1,7 +1,7 @@
 """One starting noise for every precision.
 
 diffusers draws the initial latents (and a stochastic scheduler's step noise) with
-``randn_tensor(..., dtype=<the pipeline's dtype>)``. On the CPU, torch up to 2.12 draws a
+``randn_tensor(..., dtype=<the pipeline's dtype>)``. On the CPU, torch 2.11 and older draw a
 *different* stream for float16/bfloat16 than for float32 from the same seeded generator
 (diffusers issue #11056, pytorch issue #166853): a bf16 pipeline then starts from another
 picture than the fp32 reference, and the fidelity gate would blame the technique for the seed.
@@ -14,7 +14,7 @@ float32 and cast the result to the dtype asked for, so the reference and every t
 from the same noise, up to the rounding of the cast. It patches the name ``randn_tensor`` in the
 modules that define the pipeline's and the scheduler's classes (and their bases) for the
 duration of a call, and restores them after. A custom pipeline that calls ``torch.randn``
-itself is not covered: on torch <= 2.12, draw its noise in float32 there, or pass ``latents``.
+itself is not covered: on such a torch, draw its noise in float32 there, or pass ``latents``.
 
 torch is imported inside the functions.
 """

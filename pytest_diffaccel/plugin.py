@@ -146,7 +146,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         from .report.listing import list_techniques
 
         state = _state(config)
-        _check_inputs(state)
+        _check_inputs(state, load=False)  # the listing loads what it needs
         print(list_techniques(state))
     finally:
         config._ensure_unconfigure()
@@ -179,16 +179,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not any(FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
         return
     state.used = True
-    _check_inputs(state)
+    _check_inputs(state, load=not config.option.collectonly)
 
 
-def _check_inputs(state: Any) -> None:
+def _check_inputs(state: Any, load: bool) -> None:
     """Model and baseline problems stop the run before anything is measured (exit 4)."""
     from .baselines import BaselineError
     from .models import ModelError
 
     try:
-        state.info  # noqa: B018 - resolves the model: a bad path is a usage error
+        info = state.info  # resolves the model: a bad path is a usage error
+        if load and info.kind != "arch":
+            state.source().base()  # a model the libraries can't load, or load other than as saved
         state.baseline_entries()
     except (BaselineError, ModelError) as error:
         raise pytest.UsageError(str(error)) from None

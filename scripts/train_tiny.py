@@ -15,6 +15,9 @@ The pipeline is written as a diffusers folder (safetensors) and the tiny VAE bes
 
     python scripts/train_tiny.py                 # full run, writes the shipped presets
     python scripts/train_tiny.py --quick --out /tmp/x   # a few steps, proves it runs
+
+Needs transformers 5 (it builds the T5 Unigram tokenizer from a vocabulary list); the folders it
+writes load on transformers 4.x as well (make_portable).
 """
 
 from __future__ import annotations

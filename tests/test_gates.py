@@ -188,6 +188,18 @@ def test_model_folder_that_is_not_diffusers(project, run_inner, tmp_path):
     result.stderr.fnmatch_lines(["*is not a diffusers folder (no model_index.json)*"])
 
 
+def test_model_the_libraries_cannot_load_stops_the_run(project, run_inner, tmp_path, tiny_sd):
+    import shutil
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_sd.info.path, folder)
+    (folder / "unet" / "config.json").write_text("{ not json")
+    result = run_inner(f"--diffaccel-model={folder}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--diffaccel-model '{folder}' could not be loaded: *(diffusers *, transformers *)"])
+    assert "Traceback" not in result.stderr.str()
+
+
 def test_marker_with_a_bad_value(project, run_inner):
     project.makepyfile(
         test_bad_marker="""

@@ -1,6 +1,6 @@
 """The reference and every technique start from the same noise, whatever torch's RNG does per dtype.
 
-torch up to 2.12 draws another stream for float16/bfloat16 than for float32 on the CPU (this is
+torch 2.11 and older draw another stream for float16/bfloat16 than for float32 on the CPU (this is
 what made bf16/fp16 on tiny-sd score SSIM 0.25/0.16 on the H200 with torch 2.11). torch 2.13,
 installed here, draws the same stream, so the tests bring the old behaviour back: they make
 half-precision draws come from the float64 stream, which differs from float32's for 16 values

@@ -107,13 +107,22 @@ def test_compile_modes(registry, pipe, monkeypatch, technique, kwargs):
         assert not inductor.conv_1x1_as_mm  # restored
 
 
+def tf32_state() -> tuple[object, object]:
+    """TF32 for matmuls and convolutions, through torch's current API (2.9+) or the older flags."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        return matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    except AttributeError:  # torch < 2.9: "Unknown attribute fp32_precision"
+        return matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
 def test_tf32_is_a_call_context_that_restores(registry, pipe):
     _, ctx = apply(registry, pipe, "tf32", device="cuda")
-    before = torch.backends.cuda.matmul.fp32_precision
+    before = tf32_state()
     (factory,) = ctx.call_contexts
     with factory():
-        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
-    assert torch.backends.cuda.matmul.fp32_precision == before
+        assert tf32_state() in (("tf32", "tf32"), (True, True))
+    assert tf32_state() == before
 
 
 @pytest.mark.parametrize("technique", ["sdpa-efficient", "sdpa-cudnn"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 
 from pytest_diffaccel import fidelity
 from pytest_diffaccel.measure import to_numpy_images
@@ -121,6 +122,10 @@ def test_base_pipeline_is_never_modified(tiny_sd):
     assert tiny_sd.base().unet.dtype == torch.float32
 
 
+@pytest.mark.skipif(
+    int(transformers.__version__.split(".")[0]) < 5,
+    reason="scripts/train_tiny.py builds its T5 tokenizer with transformers 5 (the presets it writes load on 4.x)",
+)
 def test_training_script_still_runs(tmp_path):
     out = tmp_path / "presets"
     subprocess.run(
