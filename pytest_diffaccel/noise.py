@@ -5,9 +5,9 @@ diffusers draws the initial latents (and a stochastic scheduler's step noise) wi
 *different* stream for float16/bfloat16 than for float32 from the same seeded generator
 (diffusers issue #11056, pytorch issue #166853): a bf16 pipeline then starts from another
 picture than the fp32 reference, and the fidelity gate would blame the technique for the seed.
-Measured on tiny-sd with torch 2.11: bf16 SSIM 0.25 and fp16 0.16 against fp32 from the
-noise alone; with the noise drawn in float32 and cast, 0.99 and 0.9999 (torch 2.13 draws the
-same stream for every dtype, so there it changes nothing).
+Measured on tiny-sd with torch 2.11: bf16 SSIM 0.24 and fp16 0.12 against fp32 from the noise
+alone on the CPU (0.25 and 0.16 on an H200); with the noise drawn in float32 and cast, 0.989 and
+0.9999 (torch 2.13 draws the same stream for every dtype, so there it changes nothing).
 
 ``float32_noise(pipe)`` makes every ``randn_tensor`` the pipeline and its scheduler call draw in
 float32 and cast the result to the dtype asked for, so the reference and every technique start
