@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_diffaccel.models import tiny  # noqa: E402
+from pytest_diffaccel.models.loading import CLIP_PREFIX  # noqa: E402
 
 DEFAULT_OUT = ROOT / "pytest_diffaccel" / "models" / "presets"
 
@@ -348,9 +349,6 @@ def save_flux(out: Path, vae, trained) -> None:  # type: ignore[no-untyped-def]
     )
     pipe.save_pretrained(out / "tiny-flux", safe_serialization=True)
     make_portable(out / "tiny-flux")
-
-
-CLIP_PREFIX = "text_model."
 
 
 def make_portable(folder: Path) -> None:

@@ -9,6 +9,7 @@ and more on every torch (pytorch issue #79703).
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -18,21 +19,29 @@ from pytest_diffaccel.noise import float32_draw, float32_noise, noise_modules
 
 REDUCED = (torch.float16, torch.bfloat16)
 
-OLD_TORCH = """
-import pytest
-import torch
 
-
-@pytest.fixture(scope="session", autouse=True)
-def half_precision_noise_of_old_torch():
-    real = torch.randn
+def randn_of_old_torch(real):
+    """``real`` (torch.randn), drawing float16/bfloat16 from another stream than float32, as torch 2.11 did."""
 
     def randn(*args, dtype=None, **kwargs):
         if dtype in (torch.float16, torch.bfloat16):
             return real(*args, dtype=torch.float64, **kwargs).to(dtype)
         return real(*args, dtype=dtype, **kwargs)
 
-    torch.randn = randn
+    return randn
+
+
+# the inner session's conftest: the same function, installed for the whole inner session
+OLD_TORCH = f"""
+import pytest
+import torch
+
+{inspect.getsource(randn_of_old_torch)}
+
+@pytest.fixture(scope="session", autouse=True)
+def half_precision_noise_of_old_torch():
+    real = torch.randn
+    torch.randn = randn_of_old_torch(real)
     yield
     torch.randn = real
 """
@@ -40,14 +49,7 @@ def half_precision_noise_of_old_torch():
 
 @pytest.fixture
 def old_torch_randn(monkeypatch):
-    real = torch.randn
-
-    def randn(*args, dtype=None, **kwargs):
-        if dtype in REDUCED:
-            return real(*args, dtype=torch.float64, **kwargs).to(dtype)
-        return real(*args, dtype=dtype, **kwargs)
-
-    monkeypatch.setattr(torch, "randn", randn)
+    monkeypatch.setattr(torch, "randn", randn_of_old_torch(torch.randn))
 
 
 def initial_latents(pipe, dtype):

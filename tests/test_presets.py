@@ -50,37 +50,35 @@ def test_list_techniques(pytester: pytest.Pytester):
     )
 
 
-def diffusers_has(name: str) -> bool:
-    """Whether the installed diffusers has this caching config (MagCache and TaylorSeer came after 0.35)."""
-    import diffusers.hooks
+def cache_configs() -> dict[str, str]:
+    """Each caching technique and the diffusers.hooks config it needs, as the registry declares them."""
+    from pytest_diffaccel.techniques import builtin_registry
 
-    return hasattr(diffusers.hooks, name)
-
-
-CACHE_CONFIGS = {
-    "cache-pab": "PyramidAttentionBroadcastConfig",
-    "cache-faster": "FasterCacheConfig",
-    "cache-first-block": "FirstBlockCacheConfig",
-    "cache-taylorseer": "TaylorSeerCacheConfig",
-    "cache-mag": "MagCacheConfig",
-}
+    techniques = builtin_registry().techniques
+    return {name: t.requires.attribute[1] for name, t in techniques.items() if name.startswith("cache-")}
 
 
 def missing_caches(techniques: str) -> list[str]:
-    return [t for t in techniques.split(",") if t in CACHE_CONFIGS and not diffusers_has(CACHE_CONFIGS[t])]
+    """The caching techniques the installed diffusers lacks (MagCache and TaylorSeer came after 0.35)."""
+    import diffusers.hooks
+
+    configs = cache_configs()
+    return [t for t in techniques.split(",") if t in configs and not hasattr(diffusers.hooks, configs[t])]
 
 
 def test_list_techniques_for_a_transformer_model(pytester: pytest.Pytester):
     result = pytester.runpytest_inprocess("--diffaccel-list-techniques", "--diffaccel-model=tiny-flux")
     assert result.ret == 0
     lines = [line for line in result.stdout.lines if "needs transformer pipelines" in line]
-    assert len(lines) == len(CACHE_CONFIGS)
-    for line in lines:
-        config = next(c for c in CACHE_CONFIGS.values() if c in line)
-        if diffusers_has(config):
-            assert "can run here" in line, line
-        else:
+    configs = cache_configs()
+    missing = missing_caches(",".join(configs))
+    assert len(lines) == len(configs) == 5
+    for name, config in configs.items():
+        (line,) = [line for line in lines if f"diffusers.hooks.{config}" in line]
+        if name in missing:
             assert f"can't run here: needs diffusers.hooks.{config}, which the installed version does not have" in line
+        else:
+            assert "can run here" in line, line
     assert any("channels-last" in line for line in result.stdout.lines)
 
 
