@@ -8,7 +8,9 @@ Rules that keep a reviewed baseline safe:
   under an exclusive lock just before writing, so two processes saving at once keep both
   sets of entries;
 * a corrupt file, or one of an unknown schema, is an error that names the file and is
-  never overwritten.
+  never overwritten;
+* schema 2 keeps a history of runs per test (history.py); a schema-1 file is read as is and
+  upgraded, every entry of it, only when a save writes the file: nothing stored is lost.
 
 Pure Python, no torch.
 """
@@ -21,12 +23,15 @@ import os
 import platform
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 1
+from .history import upgraded
+
+SCHEMA = 2
+READABLE = (1, 2)
 
 
 class BaselineError(Exception):
@@ -74,9 +79,12 @@ def parse(path: Path, text: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise _file_error(path, "the top level is not a JSON object")
     schema = data.get("schema")
-    if schema != SCHEMA:
+    if schema not in READABLE:
+        readable = " and ".join(str(v) for v in READABLE)
         raise _file_error(
-            path, f"unknown schema version {schema!r} (this pytest-diffaccel reads schema {SCHEMA}; upgrade it?)"
+            path,
+            f"unknown schema version {schema!r} (this pytest-diffaccel reads schemas {readable}; "
+            "upgrade pytest-diffaccel?)",
         )
     entries = data.get("entries")
     if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
@@ -85,6 +93,9 @@ def parse(path: Path, text: str) -> dict[str, Any]:
         samples = entry.get("samples")
         if not isinstance(samples, list) or not all(isinstance(s, (int, float)) and s > 0 for s in samples):
             raise _file_error(path, f"entry {test_id!r}: 'samples' must be a list of positive seconds")
+        runs = entry.get("runs")
+        if runs is not None and (not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs)):
+            raise _file_error(path, f"entry {test_id!r}: 'runs' must be a list of run records")
     return entries
 
 
@@ -157,19 +168,25 @@ class SaveReport:
     path: Path | None = None
 
 
-def save(path: Path, machine: str, updates: Mapping[str, Any], mode: str) -> SaveReport:
-    """Merge ``updates`` into ``path`` under a lock. ``mode``: 'all' replaces, 'missing' only adds."""
+Merge = Callable[[Mapping[str, Any] | None], dict[str, Any]]
+
+
+def save(path: Path, machine: str, updates: Mapping[str, Merge | dict[str, Any]], mode: str) -> SaveReport:
+    """Fold ``updates`` into ``path`` under a lock. Each update is a new entry, or a function from the
+    stored entry (None if there is none) to the new one. ``mode``: 'all' updates every test that ran,
+    'missing' only adds tests that have no entry. Every entry of the file is written in the current
+    schema (older ones upgraded, none dropped)."""
     if mode not in ("all", "missing"):
         raise ValueError(f"save mode {mode!r}")
     report = SaveReport(path=path)
     with locked(path):
         entries = load(path)  # re-read: another process may have saved meanwhile; corrupt -> refuse
-        for test_id, entry in sorted(updates.items()):
+        for test_id, update in sorted(updates.items()):
             if mode == "missing" and test_id in entries:
                 report.kept.append(test_id)
                 continue
-            entries[test_id] = entry
+            entries[test_id] = update(entries.get(test_id)) if callable(update) else dict(update)
             report.written.append(test_id)
         if report.written:
-            write_atomic(path, render(machine, entries))
+            write_atomic(path, render(machine, {k: upgraded(v) for k, v in entries.items()}))
     return report

@@ -1,21 +1,32 @@
-"""``diffaccel_benchmark(pipe, **call_kwargs)``: measure, compare with the fp32 reference and the baseline, judge."""
+"""``diffaccel_benchmark(pipe, **call_kwargs)``: measure, compare with the fp32 reference and the history, judge.
+
+``Benchmark._run`` is the conductor: a short list of steps, each in its own room.
+1. the fp32 reference of the call (once per session);
+2. block 1: warm-up, timed rounds interleaved with a fresh fp32 reference (blocks.py);
+3. fidelity vs the reference (fidelity.py);
+4. the latency verdict against the test's run history, with confirmation blocks for a suspect
+   technique (latency.py, measured by blocks.py), and the compile and cold-start figures;
+5. the gates (verdict.py) and the Result.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
-from . import breakdown, fidelity, stats, verdict
+from . import breakdown, fidelity, history, latency, verdict
+from .blocks import Block, BlockMaker
 from .config import Settings
-from .measure import Call, Companion, measure, one_line
+from .measure import Call
 from .results import Result
-from .session import DiffaccelSession, TechniqueFailed, exclusive_device
+from .session import DiffaccelSession
 from .techniques import Spec
-from .units import fmt_bytes
 
 # The CPU's resident-set estimate moves by a few MiB between identical runs.
 MEMORY_SLACK = {"cuda": 1 << 20, "cpu": 64 << 20}
+MAX_CLEAN_TRIES = 2  # extra blocks measured, when saving, to replace blocks whose rounds drifted
 
 
 def contexts_of(applied: Any) -> list[Any]:
@@ -33,6 +44,8 @@ class Benchmark:
         settings: Settings,
         applied: Any = None,
         progress: Any = None,
+        fixture_pipe: Any = None,
+        apply_seconds: float | None = None,
     ) -> None:
         self.state = state
         self.item = item
@@ -40,6 +53,8 @@ class Benchmark:
         self.settings = settings
         self.applied = applied  # the ApplyContext of diffaccel_pipeline, when used
         self.progress = progress
+        self.fixture_pipe = fixture_pipe  # the pipeline diffaccel_pipeline made: confirmations re-apply
+        self.apply_seconds = apply_seconds
         self.results: list[Result] = []
 
     def __call__(self, pipe: Any, **call_kwargs: Any) -> Result:
@@ -51,83 +66,206 @@ class Benchmark:
             if self.progress is not None:
                 self.progress.close()  # erase the live status before pytest writes the outcome
 
+    # ------------------------------------------------------------------ the conductor
+
     def _run(self, pipe: Any, call: Call, test_id: str, call_kwargs: dict[str, Any]) -> Result:
         state, settings, spec = self.state, self.settings, self.spec
         reference = state.reference(call, settings, self.progress)
-        contexts = contexts_of(self.applied)
-        if state.device == "cuda" and not any(p.technique.name == "tf32" for p in spec.parts):
-            from .techniques.precision import tf32
-
-            contexts.insert(0, lambda: tf32(False))
+        maker = BlockMaker(state, spec, settings, call, reference, self.progress)
         reuse = spec.is_reference and not contexts_of(self.applied) and not call_kwargs
-        # fp32 is the reference itself: not timed twice
-        measurement = reference.measurement if reuse else self._measure(pipe, call, contexts)
-        if measurement.companion_samples:  # interleaved: side-by-side pairs, drift cancels
-            relative = measurement.paired_ratios
-            relative_kind = "paired"
-            speedup = 1.0 / stats.median(relative)
-        else:
-            relative = verdict.relative_samples(measurement.samples, reference.median)
-            relative_kind = "over the reference median"
-            speedup = reference.median / measurement.median
-
-        why_broken = fidelity.broken(measurement.images)
-        scores = None if why_broken else fidelity.compare(measurement.images, reference.images)
-        overrides = dict(state.info.ssim_overrides)
-        min_ssim = settings.min_ssim if settings.min_ssim is not None else spec.min_ssim_for(overrides)
+        first = maker.first(pipe, contexts_of(self.applied), reuse)
+        scores, why_broken = self._fidelity(first, reference)
         entry, note = state.baseline_for(test_id, call)
-        if settings.compare == "relative":
-            candidate_samples = relative
-            baseline_samples = list(entry["relative_samples"]) if entry and entry.get("relative_samples") else None
-            if entry and baseline_samples is None:
-                note = "baseline holds no relative samples (recorded by an older version): re-save it"
-        else:
-            candidate_samples = measurement.samples
-            baseline_samples = list(entry["samples"]) if entry else None
+        figure = maker.figure
+        blocks = [first]
+        judgement, note = self._latency(blocks, entry, note, figure, maker, pipe, reuse)
+        figures = self._figures(first, entry)
+        decision = self._decide(first, scores, why_broken, entry, note, judgement, figures, reference)
+        result = self._result(test_id, call, first, blocks, figure, scores, reference, note, decision, reuse)
+        if entry:
+            result.baseline_samples = list(entry.get("relative_samples" if figure == "ratio" else "samples") or [])
+            result.history = [math.exp(v) for v in (history.levels(history.runs_of(entry), figure) or [[]])[-1]]
+        return result
+
+    # ------------------------------------------------------------------ steps
+
+    def _fidelity(self, first: Block, reference: Any) -> tuple[Any, str | None]:
+        why_broken = fidelity.broken(first.measurement.images)
+        scores = None if why_broken else fidelity.compare(first.measurement.images, reference.images)
+        return scores, why_broken
+
+    def _latency(
+        self,
+        blocks: list[Block],
+        entry: dict[str, Any] | None,
+        note: str,
+        figure: str,
+        maker: BlockMaker,
+        pipe: Any,
+        reuse: bool,
+    ) -> tuple[latency.Judgement | None, str]:
+        """Judge block 1 against the history; measure confirmation blocks while the answer is 'another'."""
+        settings = self.settings
+        groups = history.levels(history.runs_of(entry), figure) if entry else []
+        if entry and not groups:
+            note = f"baseline holds no {history.FIGURE_NAMES[figure]} (recorded by an older version): re-save it"
+        judgement = None
+        if groups:
+            current = groups[-1]
+            spread = history.spread(groups, figure, self.state.machine_spread(figure))
+            while True:
+                judgement = latency.judge(
+                    [math.log(b.estimate(figure)) for b in blocks],
+                    current,
+                    spread,
+                    max_slowdown=settings.max_slowdown,
+                    alpha=settings.alpha,
+                    max_blocks=settings.max_blocks,
+                    drifted=[b.drift is not None for b in blocks],
+                )
+                if judgement.state != "another":
+                    break
+                blocks.append(maker.another(pipe, self.fixture_pipe, reuse, len(blocks) + 1))
+        if settings.save:  # a run whose rounds drift is not a good baseline: measure again
+            while all(b.drift is not None for b in blocks) and len(blocks) <= MAX_CLEAN_TRIES:
+                blocks.append(maker.another(pipe, self.fixture_pipe, reuse, len(blocks) + 1))
+        return judgement, note
+
+    def _figures(self, first: Block, entry: dict[str, Any] | None) -> list[tuple[str, latency.Judgement]]:
+        """Compile time and cold start of block 1, judged against the runs of the same compile-cache state."""
+        if not entry:
+            return []
+        judged = []
+        runs = history.runs_of(entry)
+        where = {"compile_cache": self.state.compile_cache}
+        values = {"compile_seconds": self._compile_seconds(first), "cold_start_seconds": self._cold_start(first)}
+        for figure, now in values.items():
+            groups = history.levels(runs, figure, where)
+            if now is None or now <= 0 or not groups:
+                continue
+            spread = history.spread(groups, figure, self.state.machine_spread(figure, where))
+            judged.append(
+                (
+                    history.FIGURE_NAMES[figure],
+                    latency.judge(
+                        [math.log(now)],
+                        groups[-1],
+                        spread,
+                        max_slowdown=self.settings.max_compile_increase,
+                        alpha=self.settings.alpha,
+                        max_blocks=1,
+                    ),
+                )
+            )
+        return judged
+
+    def _min_ssim(self) -> float:
+        if self.settings.min_ssim is not None:
+            return self.settings.min_ssim
+        return self.spec.min_ssim_for(dict(self.state.info.ssim_overrides))
+
+    def _compile_seconds(self, first: Block) -> float | None:
+        return first.measurement.compile_seconds if self.spec.compiles else None
+
+    def _cold_start(self, first: Block) -> float | None:
+        """Model load + fresh pipeline and technique + the first call: what a serving stack pays per deploy."""
+        if not first.measurement.warmup or self.apply_seconds is None:
+            return None
+        return (self.state.load_seconds or 0.0) + self.apply_seconds + first.measurement.warmup[0]
+
+    def _decide(
+        self,
+        first: Block,
+        scores: Any,
+        why_broken: str | None,
+        entry: dict[str, Any] | None,
+        note: str,
+        judgement: latency.Judgement | None,
+        figures: list[tuple[str, latency.Judgement]],
+        reference: Any,
+    ) -> verdict.Verdict:
+        state, settings, spec, measurement = self.state, self.settings, self.spec, first.measurement
         baseline_peak = entry.get("peak_memory") if entry else None
         if entry and entry.get("memory_kind") not in (None, measurement.memory_kind):
             baseline_peak = None
-        components = breakdown.medians(measurement.breakdown)
-        moved = breakdown.compare(components, entry["breakdown"]) if entry and entry.get("breakdown") else ""
-        decision = verdict.decide(
+        return verdict.decide(
             verdict.Inputs(
                 broken=why_broken,
                 ssim=scores.ssim if scores else None,
                 psnr=scores.psnr if scores else None,
-                min_ssim=min_ssim,
-                samples=candidate_samples,
-                baseline_samples=baseline_samples,
+                min_ssim=self._min_ssim(),
+                latency=judgement,
+                figures=figures,
                 max_slowdown=settings.max_slowdown,
-                alpha=settings.alpha,
+                max_compile_increase=settings.max_compile_increase,
                 peak_memory=measurement.peak_memory,
                 baseline_peak_memory=baseline_peak,
                 max_memory_increase=settings.max_memory_increase,
                 memory_slack=MEMORY_SLACK.get(state.device, 0),
-                speedup=speedup,
+                speedup=first.speedup(reference),
                 min_speedup=settings.min_speedup,
                 baseline_note=note,
                 failures=measurement.failures,
-                compare_mode=settings.compare,
-                breakdown_note=moved,
+                compare_mode="absolute" if spec.is_reference else settings.compare,
+                breakdown_note=self._moved(first, entry, reference) if judgement and judgement.regression else "",
                 syncs_per_step=measurement.syncs_per_step,
                 max_syncs=settings.max_syncs,
             )
         )
+
+    def _moved(self, first: Block, entry: dict[str, Any] | None, reference: Any) -> str:
+        """Which component moved, on the same footing as the verdict: over the fp32 reference's
+        components in relative mode (the machine's speed of the day cancels), in seconds otherwise."""
+        stored = (entry or {}).get("breakdown_relative" if self._relative_breakdown else "breakdown")
+        if not stored:
+            return ""
+        return breakdown.compare(self._components(first, reference), stored)
+
+    @property
+    def _relative_breakdown(self) -> bool:
+        return self.settings.compare == "relative" and not self.spec.is_reference
+
+    def _components(self, first: Block, reference: Any) -> dict[str, float]:
+        components = breakdown.medians(first.measurement.breakdown)
+        if not self._relative_breakdown:
+            return components
+        return breakdown.relative(components, breakdown.medians(reference.measurement.breakdown))
+
+    def _result(
+        self,
+        test_id: str,
+        call: Call,
+        first: Block,
+        blocks: list[Block],
+        figure: str,
+        scores: Any,
+        reference: Any,
+        note: str,
+        decision: verdict.Verdict,
+        reuse: bool,
+    ) -> Result:
+        state, spec, measurement = self.state, self.spec, first.measurement
         notes = list(self.applied.notes) if self.applied is not None else []
         if reuse:
-            notes.append("fp32 is the reference: its measurement is the reference's")
+            notes.append("fp32 is the reference: its block 1 is the reference's measurement, judged in seconds")
         if measurement.graph_breaks:
             notes.append(f"{measurement.graph_breaks} graph breaks (dynamo)")
+        if len(blocks) > 1:
+            notes.append(
+                f"confirmed: {len(blocks)} blocks measured (" + ", ".join(b.describe(figure) for b in blocks) + ")"
+            )
+        notes += [f"block {i}: rounds drifted {b.drift.describe()}" for i, b in enumerate(blocks, 1) if b.drift]
         notes += list(decision.notes)
         if state.info.random_weights:
             notes.append("random weights: fidelity says little about real pictures")
+        components = breakdown.medians(measurement.breakdown)
         result = Result(
             test_id=test_id,
             technique=spec.name,
             outcome="failed" if decision.failed else "passed",
             samples=measurement.samples,
             warmup=measurement.warmup,
-            compile_seconds=measurement.compile_seconds if spec.compiles else None,
+            compile_seconds=self._compile_seconds(first),
             stop_reason=measurement.stop_reason,
             timer=measurement.timer,
             peak_memory=measurement.peak_memory,
@@ -135,8 +273,8 @@ class Benchmark:
             syncs_per_step=measurement.syncs_per_step,
             ssim=scores.ssim if scores else None,
             psnr=scores.psnr if scores else None,
-            min_ssim=min_ssim,
-            speedup=speedup,
+            min_ssim=self._min_ssim(),
+            speedup=first.speedup(reference),
             reference_median=reference.median,
             baseline_note=note,
             verdict=decision,
@@ -147,18 +285,24 @@ class Benchmark:
             device=state.device,
             images=measurement.images,
             reference_images=reference.images,
-            baseline_samples=baseline_samples,
-            relative_samples=relative,
-            relative_kind=relative_kind,
-            compare_mode=settings.compare,
+            relative_samples=first.ratios,
+            relative_kind=first.relative_kind,
+            compare_mode=settings_mode(self.settings, spec),
             breakdown=components,
+            breakdown_relative=self._components(first, reference) if self._relative_breakdown else {},
             graph_breaks=measurement.graph_breaks,
+            blocks=[b.summary(figure) for b in blocks],
+            figure=figure,
+            load_seconds=state.load_seconds,
+            apply_seconds=self.apply_seconds,
+            cold_start_seconds=self._cold_start(first),
+            compile_cache=state.compile_cache,
         )
         self.results.append(result)
         for name, value in (
             ("diffaccel_technique", spec.name),
             ("diffaccel_median_s", result.median),
-            ("diffaccel_speedup", None if speedup is None else round(speedup, 4)),
+            ("diffaccel_speedup", None if result.speedup is None else round(result.speedup, 4)),
             ("diffaccel_ssim", None if result.ssim is None else round(result.ssim, 5)),
             ("diffaccel_peak_memory", result.peak_memory),
             ("diffaccel_verdict", result.headline),
@@ -166,56 +310,6 @@ class Benchmark:
             self.item.user_properties.append((name, value))
         return result
 
-    def _measure(self, pipe: Any, call: Call, contexts: list[Any]) -> Any:
-        settings, spec = self.settings, self.spec
-        companion = self._companion() if settings.interleaved else None
-        try:
-            with exclusive_device(self.state.device):
-                return measure(
-                    pipe,
-                    call,
-                    contexts=contexts,
-                    compiles=spec.compiles,
-                    progress=self.progress,
-                    companion=companion,
-                    **self.state.timing(settings),
-                )
-        except Exception as error:
-            if _is_out_of_memory(error):
-                peak = _peak_memory(self.state.device)
-                raise TechniqueFailed(
-                    f"{spec.name}: out of memory (peak {fmt_bytes(peak)} when it failed): {one_line(error)}"
-                ) from None
-            raise TechniqueFailed(f"{spec.name}: the call failed: {one_line(error)}") from error
-        finally:
-            del companion
 
-    def _companion(self) -> Companion:
-        """A fresh fp32 reference pipeline, timed in alternation with the technique."""
-        from .techniques.components import parameter_bytes
-        from .techniques.precision import tf32
-
-        device = self.state.device
-        reference = self.state.source().fresh(device, "float32")
-        return Companion(
-            pipe=reference,
-            contexts=[lambda: tf32(False)] if device == "cuda" else [],
-            weights_bytes=parameter_bytes(reference) if device == "cuda" else 0,
-        )
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    return isinstance(error, torch.OutOfMemoryError)
-
-
-def _peak_memory(device: str) -> int | None:
-    """The peak reached before an out-of-memory error: CUDA's allocator peak, or the process RSS."""
-    if device == "cuda":
-        import torch
-
-        return int(torch.cuda.max_memory_allocated())
-    from .measure import _rss_bytes
-
-    return _rss_bytes()
+def settings_mode(settings: Settings, spec: Spec) -> str:
+    return "absolute" if spec.is_reference else settings.compare

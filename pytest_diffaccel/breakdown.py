@@ -136,6 +136,11 @@ def medians(calls: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return out
 
 
+def relative(components: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, float]:
+    """Each component over the fp32 reference's same component (the machine's speed of the day cancels)."""
+    return {k: v / reference[k] for k, v in components.items() if reference.get(k, 0.0) > 1e-9}
+
+
 def compare(candidate: Mapping[str, float], baseline: Mapping[str, float], threshold: float = 0.05) -> str:
     """'VAE decode 1.42x slower; denoiser unchanged; ...': which component moved. Pure."""
     parts = []

@@ -224,10 +224,38 @@ OPTIONS: tuple[Option, ...] = (
         "machine", parse_text, "machine key for baselines (default: derived from the GPU or CPU model)", metavar="NAME"
     ),
     Option(
+        "save_runs",
+        parse_positive_int,
+        "with --diffaccel-save: record N runs in one command, each in a fresh pytest process (the run, not the "
+        "round, is the unit of noise), to calibrate a new machine's run-to-run spread (default 1)",
+        metavar="N",
+    ),
+    Option(
+        "history",
+        parse_positive_int,
+        "runs kept per test in the baseline history; the verdict's spread comes from them (default 10)",
+        metavar="N",
+    ),
+    Option(
         "max_slowdown",
         lambda v, n: parse_percent(v, n),
-        "latency regression threshold on the median ratio, e.g. 5% (default 10%)",
+        "latency regression threshold on the run-level ratio vs the history, e.g. 5% (default 10%)",
         metavar="PCT",
+        marker=True,
+    ),
+    Option(
+        "max_compile_increase",
+        lambda v, n: parse_percent(v, n),
+        "threshold of the compile-time and cold-start gates vs their history, e.g. 50% (default 50%)",
+        metavar="PCT",
+        marker=True,
+    ),
+    Option(
+        "max_blocks",
+        parse_positive_int,
+        "independent blocks a suspect technique may be measured in before its latency verdict: block 1, a "
+        "confirmation, a third when they disagree (default 3; 1 judges block 1 alone)",
+        metavar="N",
         marker=True,
     ),
     Option(
@@ -254,7 +282,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "alpha",
         parse_fraction,
-        "significance level of the one-sided latency test (default 0.01)",
+        "per-test false-alarm level of the latency and compile gates (default 0.0005: a clean 20-test matrix "
+        "fails at most 1 run in 100)",
         metavar="P",
         marker=True,
     ),
@@ -349,11 +378,15 @@ DEFAULTS: Mapping[str, Any] = {
     "baselines": None,  # <rootdir>/baselines
     "save": None,
     "machine": None,
+    "save_runs": 1,
+    "history": 10,
     "max_slowdown": 0.10,
+    "max_compile_increase": 0.50,
+    "max_blocks": 3,
     "min_ssim": None,
     "max_memory_increase": 0.10,
     "min_speedup": None,
-    "alpha": 0.01,
+    "alpha": 0.0005,
     "max_syncs": None,
     "compare": "relative",
     "interleave": "auto",
@@ -386,11 +419,15 @@ class Settings:
     baselines: Path | None = None
     save: str | None = None
     machine: str | None = None
+    save_runs: int = 1
+    history: int = 10
     max_slowdown: float = 0.10
+    max_compile_increase: float = 0.50
+    max_blocks: int = 3
     min_ssim: float | None = None
     max_memory_increase: float = 0.10
     min_speedup: float | None = None
-    alpha: float = 0.01
+    alpha: float = 0.0005
     max_syncs: float | None = None
     compare: str = "relative"
     interleave: str = "auto"
@@ -447,6 +484,9 @@ class Settings:
                 parts.append(f"{name}={value}")
         parts.append(f"max-slowdown={self.max_slowdown:.0%}")
         parts.append(f"alpha={self.alpha:g}")
+        parts.append(f"max-blocks={self.max_blocks}")
+        parts.append(f"history={self.history}")
+        parts.append(f"max-compile-increase={self.max_compile_increase:.0%}")
         parts.append(f"compare={self.compare}{'+interleaved' if self.interleaved else ''}")
         parts.append(f"rounds={self.rounds}..{self.max_rounds}")
         parts.append(f"max-time={self.max_time:g}s")
@@ -456,6 +496,8 @@ class Settings:
             parts.append(f"min-speedup={self.min_speedup:g}")
         if self.save:
             parts.append(f"save={self.save}")
+            if self.save_runs > 1:
+                parts.append(f"save-runs={self.save_runs}")
         if self.machine:
             parts.append(f"machine={self.machine}")
         return " ".join(parts)

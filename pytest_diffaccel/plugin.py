@@ -6,16 +6,20 @@ imports neither torch nor diffusers.
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
 
 from . import config as cfg
+from .calibration import RUN_ENV  # "k/N" in the further runs of --diffaccel-save-runs
 
 STATE = pytest.StashKey["Any"]()  # DiffaccelSession
 RESULTS = pytest.StashKey["Any"]()  # Benchmark of a test item
 APPLIED = pytest.StashKey["Any"]()  # ApplyContext of a test item
+PIPELINE = pytest.StashKey["Any"]()  # (pipeline, seconds to make it) of diffaccel_pipeline
 FIXTURES = frozenset({"diffaccel_pipeline", "diffaccel_technique", "diffaccel_reference", "diffaccel_benchmark"})
 
 
@@ -53,7 +57,13 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--diffaccel-techniques: {error}") from None
     from .session import DiffaccelSession
 
-    config.stash[STATE] = DiffaccelSession(settings, registry)
+    if settings.save_runs > 1 and not settings.save:
+        raise pytest.UsageError(
+            "--diffaccel-save-runs: records runs into the baselines, so it needs --diffaccel-save all (or missing)"
+        )
+    state = DiffaccelSession(settings, registry)
+    state.compile_cache = "warm" if _inductor_cache_entries() else "cold"
+    config.stash[STATE] = state
     if not _is_worker(config) and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistRelay(config), "diffaccel-xdist-relay")
     if settings.gpu and _is_worker(config):
@@ -111,29 +121,49 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(STATE, None)
     if state is None:
         return []
-    lines = [f"diffaccel: {state.settings.describe()}"]
+    from .latency import matrix_false_alarm
+
+    settings = state.settings
+    lines = [
+        f"diffaccel: {settings.describe()}",
+        f"diffaccel: latency gate at alpha {settings.alpha:g} per test: a clean run of a 20-technique matrix raises "
+        f"any false alarm with chance <= {matrix_false_alarm(settings.alpha, 20):.1%}",
+    ]
+    run = os.environ.get(RUN_ENV)
+    if run:
+        lines.append(f"diffaccel: run {run} of --diffaccel-save-runs")
     cache = _inductor_cache()
     if cache:
         lines.append(f"diffaccel: compile cache {cache}")
     return lines
 
 
-def _inductor_cache() -> str | None:
-    """Where torch.compile keeps its cache across runs, and whether it is warm (no torch import)."""
+def _inductor_cache_path() -> Any:
     import getpass
-    import os
     import tempfile
     from pathlib import Path
 
     configured = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if configured:
+        return Path(configured)
     try:
-        default = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
+        return Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}"
     except (KeyError, OSError):
-        default = Path(tempfile.gettempdir()) / "torchinductor"
-    path = Path(configured) if configured else default
+        return Path(tempfile.gettempdir()) / "torchinductor"
+
+
+def _inductor_cache_entries() -> int:
+    path = _inductor_cache_path()
+    return sum(1 for _ in path.iterdir()) if path.is_dir() else 0
+
+
+def _inductor_cache() -> str | None:
+    """Where torch.compile keeps its cache across runs, and whether it is warm (no torch import)."""
+    configured = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    path = _inductor_cache_path()
     if not path.is_dir():
         return f"{path} (empty: compiled techniques compile cold)" if configured else None
-    entries = sum(1 for _ in path.iterdir())
+    entries = _inductor_cache_entries()
     source = "TORCHINDUCTOR_CACHE_DIR" if configured else "default location"
     return f"{path} ({source}; {entries} entries: compile times of this run may come from it)"
 
@@ -234,6 +264,7 @@ def diffaccel_pipeline(
     from .session import TechniqueFailed, release_memory
 
     failure = None
+    started = time.perf_counter()
     try:
         pipe, applied = state.apply(diffaccel_technique, settings)
     except TechniqueFailed as error:
@@ -242,7 +273,9 @@ def diffaccel_pipeline(
         _record_failure(request.node, diffaccel_technique.name, failure)
         pytest.fail(failure, pytrace=False)
     request.node.stash[APPLIED] = applied
+    request.node.stash[PIPELINE] = (pipe, time.perf_counter() - started)
     yield pipe
+    request.node.stash[PIPELINE] = (None, None)
     del pipe
     release_memory(state.device, compiled=diffaccel_technique.compiles)
 
@@ -271,6 +304,8 @@ def _guarded(bench: Any, node: pytest.Item) -> Any:
     def run(pipe: Any, **call_kwargs: Any) -> Any:
         if bench.applied is None:
             bench.applied = node.stash.get(APPLIED, None)
+        if bench.fixture_pipe is None:
+            bench.fixture_pipe, bench.apply_seconds = node.stash.get(PIPELINE, (None, None))
         failure = None
         try:
             return bench(pipe, **call_kwargs)
@@ -386,9 +421,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     except BaselineError as error:
         state.save_error = str(error)
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
+    if os.environ.get(RUN_ENV):  # a further run of --diffaccel-save-runs: the first run's reports stand
+        return
     from .report import write_reports
 
     write_reports(state)
+    if state.settings.save_runs > 1 and state.save_error is None:
+        from .calibration import further_runs
+
+        if further_runs(session.config, state) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

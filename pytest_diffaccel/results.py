@@ -46,7 +46,15 @@ class Result:
     relative_kind: str = ""  # "paired" (interleaved) or "over the reference median"
     compare_mode: str = "absolute"
     breakdown: dict[str, float] = field(default_factory=dict)  # median seconds per component
+    breakdown_relative: dict[str, float] = field(default_factory=dict)  # over the fp32 reference's components
     graph_breaks: int | None = None
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # one summary per block (blocks.Block.summary)
+    figure: str = "ratio"  # what the latency gate compares: "ratio" (to fp32) or "median" (seconds)
+    load_seconds: float | None = None  # the model's load in this run
+    apply_seconds: float | None = None  # a fresh pipeline with the technique applied
+    cold_start_seconds: float | None = None  # load + apply + the first call
+    compile_cache: str = ""  # "warm" or "cold": torch.compile's cache at the start of the run
+    history: list[float] = field(default_factory=list)  # the baseline history's runs (newest level), same figure
     recorded: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -102,6 +110,45 @@ class Result:
             lines.append("  (" + ", ".join(context) + ")")
         return "\n".join(lines)
 
+    @property
+    def changed_level(self) -> bool:
+        """Saving this run accepts a change: its latency was judged a regression or significantly faster."""
+        latency = self.verdict.latency if self.verdict else None
+        return bool(latency and (latency.regression or latency.improvement))
+
+    def clean_blocks(self) -> list[dict[str, Any]]:
+        return [b for b in self.blocks if not b.get("drift")]
+
+    def drift_text(self) -> str:
+        return "; ".join(f"block {i}: {b['drift']}" for i, b in enumerate(self.blocks, 1) if b.get("drift"))
+
+    def run_record(self, versions: dict[str, str | None]) -> dict[str, Any] | None:
+        """This run as one record of the test's history; None when every block's rounds drifted."""
+        assert self.samples, "only measured results become baselines"
+        blocks = self.clean_blocks() if self.blocks else [{"ratio": None, "median": self.median}]
+        if not blocks:
+            return None
+        record: dict[str, Any] = {
+            "recorded": self.recorded,
+            "median": _geometric_mean([b["median"] for b in blocks]),
+            "blocks": len(self.blocks) or 1,
+            "relative_kind": self.relative_kind,
+            "compile_seconds": None if self.compile_seconds is None else round(self.compile_seconds, 4),
+            "cold_start_seconds": None if self.cold_start_seconds is None else round(self.cold_start_seconds, 4),
+            "compile_cache": self.compile_cache,
+            "versions": versions,
+        }
+        ratios = [b["ratio"] for b in blocks if b.get("ratio")]
+        if ratios and self.relative_kind:
+            record["ratio"] = _geometric_mean(ratios)
+        return record
+
+    def baseline_fields(self, versions: dict[str, str | None]) -> dict[str, Any]:
+        """The newest run's details, kept beside the history for the reports and the memory gate."""
+        fields = self.baseline_entry(versions)
+        fields["breakdown_relative"] = {k: round(v, 6) for k, v in self.breakdown_relative.items()}
+        return fields
+
     def baseline_entry(self, versions: dict[str, str | None]) -> dict[str, Any]:
         assert self.samples, "only measured results become baselines"
         return {
@@ -123,6 +170,12 @@ class Result:
             "versions": versions,
             "recorded": self.recorded,
         }
+
+
+def _geometric_mean(values: list[float]) -> float:
+    import math
+
+    return round(math.exp(sum(math.log(v) for v in values) / len(values)), 6)
 
 
 # ----------------------------------------------------------------------------- transport (pytest-xdist)
@@ -171,8 +224,21 @@ def to_payload(result: Result) -> dict[str, Any]:
     return data
 
 
+def _judgement(data: dict[str, Any] | None) -> Any:
+    from .history import Spread
+    from .latency import Judgement
+
+    if not data:
+        return None
+    values = dict(data)
+    values["spread"] = Spread(**values["spread"])
+    values["blocks"] = tuple(values["blocks"])
+    values["drifted"] = tuple(values.get("drifted", ()))
+    return Judgement(**values)
+
+
 def from_payload(data: dict[str, Any]) -> Result:
-    from .verdict import Gate, LatencyComparison, Verdict
+    from .verdict import Gate, Verdict
 
     values = dict(data)
     verdict = values.pop("verdict")
@@ -180,10 +246,9 @@ def from_payload(data: dict[str, Any]) -> Result:
     values["reference_images"] = _decode_images(values.get("reference_images"))
     result = Result(**values)
     if verdict is not None:
-        latency = verdict.get("latency")
         result.verdict = Verdict(
             gates=tuple(Gate(**g) for g in verdict["gates"]),
-            latency=LatencyComparison(**latency) if latency else None,
+            latency=_judgement(verdict.get("latency")),
             notes=tuple(verdict.get("notes", ())),
         )
     return result

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from . import baselines as baseline_files
+from . import history
 from .config import Settings
 from .measure import Call, Measurement, measure
 from .models import ModelInfo
@@ -73,6 +74,10 @@ class DiffaccelSession:
         self._baselines: dict[str, Any] | None = None
         self._machine: str | None = None
         self._versions: dict[str, str | None] | None = None
+        self._machine_spreads: dict[str, tuple[float | None, int]] = {}
+        self.compile_cache = "cold"  # "warm" when torch.compile's cache held entries at the start of the run
+        self.save_refused: dict[str, str] = {}  # test id -> why its run was not saved
+        self.extra_runs: list[str] = []  # --diffaccel-save-runs: one line per further run
 
     @property
     def info(self) -> ModelInfo:
@@ -141,6 +146,11 @@ class DiffaccelSession:
 
             self._source = ModelSource(self.info, allow_pickle=self.settings.allow_pickle)
         return self._source
+
+    @property
+    def load_seconds(self) -> float | None:
+        """How long loading the model took in this run (None before it is loaded, 0 for built architectures)."""
+        return self._source.load_seconds if self._source is not None else None
 
     # ------------------------------------------------------------------ settings and calls
 
@@ -239,11 +249,36 @@ class DiffaccelSession:
             return None, f"baseline recorded for model {entry.get('model')}: not compared"
         return entry, "baseline"
 
+    def machine_spread(self, figure: str, where: dict[str, Any] | None = None) -> tuple[float | None, int]:
+        """The typical run-to-run spread of ``figure`` over the tests of this machine's baseline file."""
+        key = f"{figure} {sorted((where or {}).items())}"
+        if key not in self._machine_spreads:
+            entries = self.baseline_entries().values()
+            self._machine_spreads[key] = history.machine_spread(
+                history.levels(history.runs_of(e), figure, where) for e in entries
+            )
+        return self._machine_spreads[key]
+
     def save_baselines(self) -> None:
+        """Add this run to the history of every test that ran and passed the fidelity gates."""
         mode = self.settings.save
         if not mode:
             return
-        updates = {r.test_id: r.baseline_entry(self.versions()) for r in self.results if r.fidelity_ok}
+        updates = {}
+        calibrating = self.settings.save_runs > 1
+        for result in self.results:
+            if not result.fidelity_ok:
+                continue
+            record = result.run_record(self.versions())
+            if record is None:
+                self.save_refused[result.test_id] = "every block's rounds drifted (" + result.drift_text() + ")"
+                continue
+            updates[result.test_id] = history.merger(
+                result.baseline_fields(self.versions()),
+                record,
+                keep=self.settings.history,
+                new_level=result.changed_level and not calibrating,
+            )
         if not updates:
             self.saved = baseline_files.SaveReport(path=self.baseline_path)
             return

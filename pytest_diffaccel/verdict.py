@@ -4,10 +4,11 @@ Gates, in the order they are judged (every gate is judged; the first failure hea
 1. broken image (NaN/Inf or constant), judged before any SSIM;
 2. fidelity: SSIM vs the fp32 reference below the threshold;
 3. speed-up: below ``min_speedup`` vs the fp32 reference of this run (when set);
-4. latency: slower than the baseline beyond ``max_slowdown`` (median ratio) *and* significant
-   (one-sided Mann-Whitney U on the raw samples, p < alpha); a change inside the noise passes;
-5. memory: peak above the baseline's beyond ``max_memory_increase`` plus a small slack.
-No baseline: gates 4 and 5 pass, and the report says "no baseline".
+4. latency: the run-level rule of latency.py against the test's run history (blocks confirmed
+   before any failure, judged with the history's run-to-run spread);
+5. compile time and cold start: the same rule on those figures, with ``max_compile_increase``;
+6. memory: peak above the baseline's beyond ``max_memory_increase`` plus a small slack.
+No baseline: gates 4 to 6 pass, and the report says "no baseline".
 """
 
 from __future__ import annotations
@@ -15,46 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import stats
-from .units import fmt_bytes, fmt_ratio
-
-
-@dataclass(frozen=True)
-class LatencyComparison:
-    ratio: float  # median(candidate) / median(baseline)
-    estimate: float  # Hodges-Lehmann ratio
-    low: float  # 95% CI of the ratio
-    high: float
-    p_value: float  # one-sided, candidate slower
-    min_p_value: float  # the smallest p these sample sizes can reach
-    regression: bool
-    improvement: bool
-
-    def describe(self) -> str:
-        return f"{fmt_ratio(self.ratio)} (95% CI {self.low:.2f}-{self.high:.2f}, p={self.p_value:.2g})"
-
-
-def compare_latency(
-    candidate: Sequence[float],
-    baseline: Sequence[float],
-    max_slowdown: float,
-    alpha: float,
-) -> LatencyComparison:
-    """Regression = the median ratio beyond 1+max_slowdown AND a significant one-sided U test."""
-    ratio = stats.median(candidate) / stats.median(baseline)
-    estimate, low, high = stats.ratio_interval(candidate, baseline)
-    p_slower = stats.mann_whitney_greater(candidate, baseline)
-    p_faster = stats.mann_whitney_greater(baseline, candidate)
-    return LatencyComparison(
-        ratio=ratio,
-        estimate=estimate,
-        low=low,
-        high=high,
-        p_value=p_slower,
-        min_p_value=stats.min_p_value(len(candidate), len(baseline)),
-        regression=ratio > 1.0 + max_slowdown and p_slower < alpha,
-        improvement=ratio < 1.0 / (1.0 + max_slowdown) and p_faster < alpha,
-    )
+from .latency import Judgement
+from .units import fmt_bytes
 
 
 def relative_samples(samples: Sequence[float], reference_median: float) -> list[float]:
@@ -80,10 +43,10 @@ class Inputs:
     ssim: float | None
     psnr: float | None
     min_ssim: float
-    samples: Sequence[float]
-    baseline_samples: Sequence[float] | None = None
+    latency: Judgement | None = None  # None: no history to judge against (baseline_note says why)
+    figures: Sequence[tuple[str, Judgement]] = ()  # ("compile time", ...), ("cold start", ...)
     max_slowdown: float = 0.10
-    alpha: float = 0.01
+    max_compile_increase: float = 0.50
     peak_memory: int | None = None
     baseline_peak_memory: int | None = None
     max_memory_increase: float = 0.10
@@ -101,7 +64,7 @@ class Inputs:
 @dataclass(frozen=True)
 class Verdict:
     gates: tuple[Gate, ...]
-    latency: LatencyComparison | None = None
+    latency: Judgement | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -191,34 +154,29 @@ def decide(inputs: Inputs) -> Verdict:
         else:
             gates.append(Gate("syncs", True, f"{inputs.syncs_per_step:.1f} syncs per step <= {inputs.max_syncs:g}"))
 
-    # 4. latency vs baseline
-    latency: LatencyComparison | None = None
-    if inputs.baseline_samples:
-        latency = compare_latency(inputs.samples, inputs.baseline_samples, inputs.max_slowdown, inputs.alpha)
+    # 4. latency vs the run history
+    latency = inputs.latency
+    if latency is not None:
         what = "relative to the fp32 reference, " if inputs.compare_mode == "relative" else ""
+        text = f"{what}{latency.describe()}: {latency.reason}; {latency.spread.describe()}"
         if latency.regression:
-            gates.append(
-                Gate(
-                    "latency",
-                    False,
-                    f"{what}{latency.describe()} vs the baseline: beyond max-slowdown {inputs.max_slowdown:.0%} "
-                    f"and significant (alpha {inputs.alpha:g})"
-                    + (f"; {inputs.breakdown_note}" if inputs.breakdown_note else ""),
-                )
-            )
+            gates.append(Gate("latency", False, text + (f"; {inputs.breakdown_note}" if inputs.breakdown_note else "")))
         else:
-            reason = "inside max-slowdown" if latency.ratio <= 1.0 + inputs.max_slowdown else "not significant"
-            gates.append(Gate("latency", True, f"{what}{latency.describe()} vs the baseline: {reason}"))
-            if latency.min_p_value >= inputs.alpha:
-                notes.append(
-                    f"with {len(inputs.samples)} vs {len(inputs.baseline_samples)} samples the smallest reachable "
-                    f"p-value is {latency.min_p_value:.3g} >= alpha {inputs.alpha:g}: the latency gate can't fail; "
-                    "time more rounds"
-                )
+            gates.append(Gate("latency", True, text))
+        if latency.blind:
+            notes.append(
+                f"latency gate nearly blind: {latency.spread.describe()}; it can only fail a slowdown beyond "
+                f"{latency.detectable:.2f}x (record more runs with --diffaccel-save, or a quieter machine)"
+            )
     else:
         gates.append(Gate("latency", True, inputs.baseline_note, judged=False))
 
-    # 5. memory vs baseline
+    # 5. compile time and cold start vs their history
+    for name, judgement in inputs.figures:
+        text = f"{judgement.describe()}: {judgement.reason}; {judgement.spread.describe()}"
+        gates.append(Gate(name, not judgement.regression, text))
+
+    # 6. memory vs baseline
     if inputs.peak_memory is not None and inputs.baseline_peak_memory:
         limit = inputs.baseline_peak_memory * (1.0 + inputs.max_memory_increase) + inputs.memory_slack
         change = inputs.peak_memory / inputs.baseline_peak_memory - 1.0

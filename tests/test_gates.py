@@ -104,33 +104,6 @@ def test_lenient(diffaccel_pipeline, diffaccel_benchmark):
     result.assert_outcomes(passed=1)
 
 
-def test_latency_gate_against_a_saved_baseline(project, run_inner, monkeypatch, tmp_path):
-    folder = tmp_path / "baselines"
-    # The UNet forward runs twice when slowed (about 1.8x); 50% keeps the unchanged rerun clear of
-    # this shared machine's run-to-run noise (up to 1.3x seen between in-process runs).
-    args = ("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}", "--diffaccel-max-slowdown=50%")
-    first = run_inner(*args, "--diffaccel-save", "all")
-    first.assert_outcomes(passed=1)
-    files = list(folder.glob("cpu-*.json"))
-    assert len(files) == 1
-    stored = json.loads(files[0].read_text())["entries"]
-    assert list(stored) == ["test_speed.py::test_acceleration[maybe-slow]"]
-    saved_bytes = files[0].read_bytes()
-
-    monkeypatch.setenv("DIFFACCEL_TEST_SLOW", "1")
-    slow = run_inner(*args)
-    slow.assert_outcomes(failed=1)
-    slow.stdout.fnmatch_lines(
-        ["*latency gate failed: *x slower (95% CI *, p=*) vs the baseline: beyond max-slowdown 50%*"]
-    )
-    assert files[0].read_bytes() == saved_bytes  # never written without --diffaccel-save
-
-    monkeypatch.delenv("DIFFACCEL_TEST_SLOW")
-    again = run_inner(*args)
-    again.assert_outcomes(passed=1)
-    again.stdout.fnmatch_lines(["maybe-slow *(CI *)*pass*"])
-
-
 def test_save_missing_keeps_existing_entries(project, run_inner, tmp_path):
     folder = tmp_path / "b"
     run_inner("--diffaccel-techniques", "fp32", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")

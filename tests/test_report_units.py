@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from pytest_diffaccel import verdict
+from pytest_diffaccel import latency, verdict
 from pytest_diffaccel.config import Settings
+from pytest_diffaccel.history import Spread
 from pytest_diffaccel.report.markdown import render_markdown
 from pytest_diffaccel.report.progress import LiveStatus
 from pytest_diffaccel.results import Result
@@ -17,23 +19,27 @@ BASE = [0.20, 0.21, 0.19, 0.20, 0.22, 0.18, 0.20, 0.21]
 HALF = [s * 0.5 for s in BASE]
 
 
+HISTORY = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01]
+SPREAD = Spread(sigma=0.02, runs=8, own_dof=7, own=0.015, prior=0.03, machine_tests=3)
+
+
 def fixed_state():
-    def judged(samples, ssim, baseline=None, min_ssim=0.93):
-        return verdict.decide(
-            verdict.Inputs(
-                broken=None, ssim=ssim, psnr=40.0, min_ssim=min_ssim, samples=samples, baseline_samples=baseline
-            )
-        )
+    def judged(samples, ssim, blocks=None, min_ssim=0.93):
+        runs = latency.judge(
+            [math.log(b) for b in blocks], [math.log(h) for h in HISTORY], SPREAD,
+            max_slowdown=0.10, alpha=0.0005, max_blocks=len(blocks),
+        ) if blocks else None  # fmt: skip
+        return verdict.decide(verdict.Inputs(broken=None, ssim=ssim, psnr=40.0, min_ssim=min_ssim, latency=runs))
 
     results = [
         Result(test_id="t.py::test[fp32]", technique="fp32", samples=BASE, ssim=1.0, speedup=1.0,
                peak_memory=40 << 20, verdict=judged(BASE, 1.0)),
         Result(test_id="t.py::test[bf16]", technique="bf16", samples=HALF, ssim=0.9889,
-               speedup=2.0, peak_memory=20 << 20, verdict=judged(HALF, 0.9889, HALF)),
+               speedup=2.0, peak_memory=20 << 20, verdict=judged(HALF, 0.9889, [1.002])),
         Result(test_id="t.py::test[noisy|unet]", technique="noisy|unet", samples=BASE, ssim=0.61, speedup=1.0,
                peak_memory=40 << 20, verdict=judged(BASE, 0.61)),
         Result(test_id="t.py::test[slow]", technique="slow", samples=[s * 1.3 for s in BASE], ssim=1.0, speedup=0.77,
-               peak_memory=40 << 20, verdict=judged([s * 1.3 for s in BASE], 1.0, BASE)),
+               peak_memory=40 << 20, verdict=judged([s * 1.3 for s in BASE], 1.0, [1.31, 1.29])),
         Result(test_id="t.py::test[tf32]", technique="tf32", outcome="skipped",
                reason="tf32: needs CUDA (run with --diffaccel-gpu on a GPU machine)"),
     ]  # fmt: skip

@@ -1,14 +1,29 @@
 """The gates, one by one, with numbers that decide them."""
 
+import math
+
 import pytest
 
-from pytest_diffaccel import verdict
+from pytest_diffaccel import latency, verdict
+from pytest_diffaccel.history import Spread
 
-BASE = [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.01, 0.99]
+HISTORY = [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.01, 0.99]
+SPREAD = Spread(sigma=0.015, runs=8, own_dof=7, own=0.015, prior=0.02, machine_tests=4)
+
+
+def judged(*blocks: float, spread: Spread = SPREAD, max_slowdown: float = 0.10) -> latency.Judgement:
+    return latency.judge(
+        [math.log(b) for b in blocks],
+        [math.log(r) for r in HISTORY],
+        spread,
+        max_slowdown=max_slowdown,
+        alpha=0.0005,
+        max_blocks=len(blocks),
+    )
 
 
 def inputs(**changes):
-    values = {"broken": None, "ssim": 0.99, "psnr": 40.0, "min_ssim": 0.95, "samples": BASE}
+    values = {"broken": None, "ssim": 0.99, "psnr": 40.0, "min_ssim": 0.95}
     values.update(changes)
     return verdict.Inputs(**values)
 
@@ -33,37 +48,37 @@ def test_fidelity_gate_names_ssim_and_threshold():
 
 
 def test_fidelity_fails_even_when_faster():
-    v = verdict.decide(inputs(ssim=0.5, samples=[s / 2 for s in BASE], baseline_samples=BASE))
+    v = verdict.decide(inputs(ssim=0.5, latency=judged(0.5)))
     assert [g.name for g in v.failures] == ["fidelity"]
     assert v.latency is not None and v.latency.improvement
 
 
-def test_significant_slowdown_beyond_threshold_fails():
-    slow = [s * 1.3 for s in BASE]
-    v = verdict.decide(inputs(samples=slow, baseline_samples=BASE))
+def test_confirmed_slowdown_beyond_threshold_fails():
+    v = verdict.decide(inputs(latency=judged(1.3, 1.28)))
     assert v.headline == "FAIL latency"
-    assert "1.30x slower" in v.message()
-    assert "95% CI" in v.message()
+    assert "1.29x slower (2 blocks: 1.30x, 1.28x; 95% CI" in v.message()
+    assert "vs 8 runs" in v.message() and "run-to-run spread 1.5%" in v.message()
 
 
 def test_slowdown_inside_max_slowdown_passes():
-    v = verdict.decide(inputs(samples=[s * 1.05 for s in BASE], baseline_samples=BASE, max_slowdown=0.10))
+    v = verdict.decide(inputs(latency=judged(1.05)))
     assert not v.failed
-    assert "inside max-slowdown" in v.gates[3].message
+    assert "inside max-slowdown" in next(g for g in v.gates if g.name == "latency").message
 
 
-def test_large_but_noisy_change_is_not_significant():
-    noisy_base = [1.0, 2.0, 0.5, 1.5, 0.7, 1.8]
-    noisy_new = [1.3, 2.4, 0.6, 1.7, 0.9, 2.2]
-    v = verdict.decide(inputs(samples=noisy_new, baseline_samples=noisy_base))
+def test_large_but_noisy_change_is_not_significant_and_the_blind_gate_is_named():
+    noisy = Spread(sigma=0.25, runs=8, own_dof=7, own=0.25, prior=0.02, machine_tests=4)
+    v = verdict.decide(inputs(latency=judged(1.3, 1.3, spread=noisy)))
     assert v.latency is not None and v.latency.ratio > 1.10
     assert not v.failed
+    assert any("latency gate nearly blind" in note for note in v.notes)
 
 
-def test_unreachable_alpha_is_reported():
-    v = verdict.decide(inputs(samples=[2.0, 2.1, 2.2], baseline_samples=[1.0, 1.1, 1.2], alpha=0.01))
-    assert not v.failed  # 3 vs 3 can't reach p < 0.05
-    assert any("smallest reachable p-value" in note for note in v.notes)
+def test_compile_and_cold_start_figures_are_gates_of_their_own():
+    slow_compile = judged(2.0, max_slowdown=0.5)
+    v = verdict.decide(inputs(figures=[("compile time", slow_compile), ("cold start", judged(1.1, max_slowdown=0.5))]))
+    assert v.headline == "FAIL compile time"
+    assert "2.00x slower" in v.message()
 
 
 def test_memory_gate_uses_tolerance_and_slack():
@@ -100,7 +115,5 @@ def test_sync_gate_only_when_a_ceiling_is_set():
 
 
 def test_latency_message_names_the_component_that_moved():
-    v = verdict.decide(
-        inputs(samples=[s * 1.4 for s in BASE], baseline_samples=BASE, breakdown_note="VAE decode 1.42x slower")
-    )
+    v = verdict.decide(inputs(latency=judged(1.4, 1.4), breakdown_note="VAE decode 1.42x slower"))
     assert "VAE decode 1.42x slower" in v.message()

@@ -34,6 +34,7 @@ class ModelSource:
         self.info = info
         self.allow_pickle = allow_pickle
         self._base: Any = None
+        self.load_seconds: float | None = 0.0 if info.kind == "arch" else None  # arch presets load nothing
 
     def fresh(self, device: str, dtype_name: str = "float32") -> Any:
         """A new pipeline on ``device`` in ``dtype_name``, independent of every other one."""
@@ -55,7 +56,11 @@ class ModelSource:
     def base(self) -> Any:
         """The pipeline as loaded (fp32, CPU); loaded on first use, never modified."""
         if self._base is None:
+            import time
+
+            started = time.perf_counter()
             self._base = self._load()
+            self.load_seconds = time.perf_counter() - started
         return self._base
 
     def family(self) -> str:

@@ -11,13 +11,16 @@ COLUMNS = ("technique", "median", "speed-up vs fp32", "vs baseline", "SSIM", "pe
 
 
 def baseline_cell(result: Any) -> str:
+    """'1.03x slower, 10 runs', '1.21x slower, 2 blocks, 10 runs', 'unchanged, 1 run': vs the run history."""
     if result.verdict is not None and result.verdict.latency is not None:
         lat = result.verdict.latency
+        runs = f"{lat.history_runs} run{'s' if lat.history_runs != 1 else ''}"
+        blocks = f", {len(lat.blocks)} blocks" if len(lat.blocks) > 1 else ""
         if abs(lat.ratio - 1.0) < 0.005:
-            return f"unchanged (CI {lat.low:.2f}-{lat.high:.2f})"
+            return f"unchanged{blocks}, {runs}"
         direction = "slower" if lat.ratio >= 1 else "faster"
         ratio = lat.ratio if lat.ratio >= 1 else 1 / lat.ratio
-        return f"{ratio:.2f}x {direction} (CI {lat.low:.2f}-{lat.high:.2f})"
+        return f"{ratio:.2f}x {direction}{blocks}, {runs}"
     if not result.measured:
         return "-"
     return "no baseline" if result.baseline_note.startswith("no baseline") else "not compared"

@@ -15,6 +15,28 @@ def _markup(headline: str) -> dict[str, bool]:
     return {"red": True, "bold": True}
 
 
+def latency_lines(state: Any) -> list[str]:
+    """What the latency verdict rests on: the false-alarm level of this matrix, and the confirmations."""
+    from ..latency import matrix_false_alarm
+
+    judged = [r for r in state.results if r.verdict is not None and r.verdict.latency is not None]
+    lines = []
+    if judged:
+        alpha = state.settings.alpha
+        lines.append(
+            f"latency: {len(judged)} tests judged against their run history at alpha {alpha:g} each: a clean run "
+            f"raises any false alarm with chance <= {matrix_false_alarm(alpha, len(judged)):.2%}"
+        )
+    for r in state.results:
+        if len(r.blocks) > 1:
+            blocks = ", ".join(
+                f"{b['ratio']:.3f}x" if r.figure == "ratio" and b.get("ratio") else f"{b['median'] * 1e3:.1f} ms"
+                for b in r.blocks
+            )
+            lines.append(f"  confirmed {r.technique}: {len(r.blocks)} blocks ({blocks}) -> {r.headline}")
+    return lines
+
+
 def summary(tr: Any, state: Any) -> None:
     results = state.results
     tr.write_sep("=", "diffaccel", bold=True)
@@ -41,6 +63,8 @@ def summary(tr: Any, state: Any) -> None:
         tr.write_line("skipped:")
         for r in skipped:
             tr.write_line(f"  {r.technique}: {r.reason.removeprefix(r.technique + ': ')}")
+    for line in latency_lines(state):
+        tr.write_line(line)
     failed = [r for r in results if r.failed]
     if failed:
         tr.write_line("failed:")
@@ -56,5 +80,9 @@ def summary(tr: Any, state: Any) -> None:
         elif saved is not None:
             kept = f", {len(saved.kept)} kept (--diffaccel-save missing)" if saved.kept else ""
             tr.write_line(f"baselines: {len(saved.written)} written to {saved.path}{kept}")
+        for test_id, why in state.save_refused.items():
+            tr.write_line(f"  not saved: {test_id}: {why}; measure it again on a quieter machine", yellow=True)
+        for line in state.extra_runs:
+            tr.write_line(f"  {line}")
     for path in getattr(state, "reports_written", []):
         tr.write_line(f"report: {path}")

@@ -1,0 +1,175 @@
+"""The run-level latency rule: confirm before failing, judge against the history's spread. Pure, no torch.
+
+A test measures its technique in *blocks*: fresh pipeline, fresh warm-up, timed rounds interleaved
+with a fresh fp32 reference. Each block gives one run-level estimate (the median paired ratio, or
+the median latency in absolute mode). The history of earlier runs (history.py) gives the level to
+compare with and the run-to-run spread sigma. Like Chromium's Pinpoint, the rule answers one of
+three things: pass, fail, or "another": not sure yet, measure an independent block.
+
+1. After block 1: at or below the *suspect* level (half of max-slowdown) above the history's
+   mean -> pass; clean techniques pay nothing extra. Beyond it, or when its rounds drifted ->
+   another block.
+2. With k blocks, d = the mean of the blocks' log differences from the history's mean (their
+   median with three: one disturbed block can't carry the verdict), its standard error
+   se = sigma * sqrt(c_k + 1/n) (c_k = 1/k for the mean, 0.449 for the median of three),
+   p = P(Z > d / se). Fail only when all three hold: d beyond log(1 + max-slowdown), p < alpha,
+   and a majority of the blocks beyond max-slowdown. Two blocks that disagree (one beyond
+   max-slowdown, one not) with a block left to spend -> another block.
+3. Passing with d below -log(1 + max-slowdown) and significant the other way is "faster".
+
+alpha is per test; a matrix of T clean tests raises any false alarm with chance at most
+1 - (1 - alpha)^T (``matrix_false_alarm``): the default 0.0005 keeps a 20-test matrix under 1%.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import stats
+from .history import Spread
+
+SUSPECT_FRACTION = 0.5  # a block beyond half of max-slowdown is confirmed before any verdict
+MEDIAN_OF_THREE = 0.4487  # variance of the median of three standard normals
+
+
+@dataclass(frozen=True)
+class Judgement:
+    state: str  # "pass", "fail" or "another" (measure an independent block, then judge again)
+    ratio: float  # exp(d): the run's estimate over the history's mean
+    low: float  # 95% interval of the ratio, from the run-level spread
+    high: float
+    p_value: float  # one-sided, slower
+    blocks: tuple[float, ...]  # each block's ratio to the history's mean
+    history_runs: int
+    spread: Spread
+    max_slowdown: float
+    alpha: float
+    detectable: float  # the smallest slowdown (ratio) two blocks could fail at, at this spread
+    regression: bool = False
+    improvement: bool = False
+    reason: str = ""
+    drifted: tuple[bool, ...] = field(default=())
+
+    @property
+    def confirmed(self) -> bool:
+        return len(self.blocks) > 1
+
+    def describe(self) -> str:
+        direction = "slower" if self.ratio >= 1 else "faster"
+        size = self.ratio if self.ratio >= 1 else 1.0 / self.ratio
+        blocks = ""
+        if len(self.blocks) > 1:
+            blocks = f"{len(self.blocks)} blocks: " + ", ".join(f"{b:.2f}x" for b in self.blocks) + "; "
+        return (
+            f"{size:.2f}x {direction} ({blocks}95% CI {self.low:.2f}-{self.high:.2f}, p={self.p_value:.2g}) "
+            f"vs {self.history_runs} run{'s' if self.history_runs != 1 else ''}"
+        )
+
+    @property
+    def blind(self) -> bool:
+        """The spread is so wide that a slowdown well beyond max-slowdown can't be told from noise."""
+        return self.detectable > (1.0 + self.max_slowdown) * 1.25
+
+
+def center_and_factor(values: Sequence[float]) -> tuple[float, float]:
+    """The blocks' combined estimate and the factor c_k of its variance (sigma^2 * c_k)."""
+    k = len(values)
+    if k <= 2:
+        return stats.mean(values), 1.0 / k
+    factor = MEDIAN_OF_THREE if k == 3 else math.pi / (2.0 * k)
+    return stats.median(values), factor
+
+
+def detectable_ratio(sigma: float, history_runs: int, max_slowdown: float, alpha: float, blocks: int = 2) -> float:
+    """The smallest slowdown that ``blocks`` blocks exactly at it would fail: beyond max-slowdown and significant."""
+    factor = center_and_factor([0.0] * blocks)[1]
+    se = sigma * math.sqrt(factor + 1.0 / max(history_runs, 1))
+    return math.exp(max(math.log1p(max_slowdown), stats.normal_isf(alpha) * se))
+
+
+def judge(
+    blocks: Sequence[float],
+    history: Sequence[float],
+    spread: Spread,
+    *,
+    max_slowdown: float,
+    alpha: float,
+    max_blocks: int = 3,
+    suspect: float | None = None,
+    drifted: Sequence[bool] = (),
+) -> Judgement:
+    """Judge the candidate's block estimates (logs) against the history's newest level (logs)."""
+    if not blocks or not history:
+        raise ValueError("judge needs at least one block and one run of history")
+    threshold = math.log1p(max_slowdown)
+    suspect_level = math.log1p(max_slowdown * SUSPECT_FRACTION if suspect is None else suspect)
+    base = stats.mean(history)
+    diffs = [b - base for b in blocks]
+    d, factor = center_and_factor(diffs)
+    se = spread.sigma * math.sqrt(factor + 1.0 / len(history))
+    p_slower = stats.normal_sf(d / se) if se > 0 else (0.0 if d > 0 else 1.0)
+    p_faster = stats.normal_sf(-d / se) if se > 0 else (0.0 if d < 0 else 1.0)
+    half_width = stats.normal_isf(0.025) * se
+    beyond = [x > threshold for x in diffs]
+    drift = tuple(bool(x) for x in drifted) + (False,) * (len(blocks) - len(drifted))
+    k = len(blocks)
+    significant = p_slower < alpha
+    majority = 2 * sum(beyond) > k
+    fail = d > threshold and significant and majority
+
+    state = "fail" if fail else "pass"
+    reason = ""
+    if k < max_blocks:
+        if k == 1 and (diffs[0] > suspect_level or drift[0]):
+            state = "another"
+            reason = (
+                "block 1 drifted: confirming"
+                if drift[0] and diffs[0] <= suspect_level
+                else f"block 1 {math.exp(diffs[0]):.2f}x is beyond the suspect level "
+                f"{math.exp(suspect_level):.2f}x: confirming"
+            )
+        elif k >= 2 and any(beyond) and not all(beyond):
+            state = "another"
+            reason = "the blocks disagree about max-slowdown: one more block"
+    if state == "fail":
+        reason = f"beyond max-slowdown {max_slowdown:.0%} and significant (p < alpha {alpha:g})"
+    elif state == "pass":
+        if d <= threshold:
+            reason = f"inside max-slowdown {max_slowdown:.0%}"
+        elif not significant:
+            reason = f"within this machine's run-to-run noise (p={p_slower:.2g} >= alpha {alpha:g})"
+        else:
+            reason = "only a minority of the blocks beyond max-slowdown"
+    return Judgement(
+        state=state,
+        ratio=math.exp(d),
+        low=math.exp(d - half_width),
+        high=math.exp(d + half_width),
+        p_value=p_slower,
+        blocks=tuple(math.exp(x) for x in diffs),
+        history_runs=len(history),
+        spread=spread,
+        max_slowdown=max_slowdown,
+        alpha=alpha,
+        detectable=detectable_ratio(spread.sigma, len(history), max_slowdown, alpha, min(2, max_blocks)),
+        regression=state == "fail",
+        improvement=state == "pass" and d < -threshold and p_faster < alpha,
+        reason=reason,
+        drifted=drift,
+    )
+
+
+def matrix_false_alarm(alpha: float, tests: int) -> float:
+    """The chance that a clean run of ``tests`` independent tests raises any latency false alarm, at most."""
+    return 1.0 - (1.0 - alpha) ** max(tests, 0)
+
+
+def drifted(values: Sequence[float], max_slowdown: float, p: float = 0.01) -> stats.Trend | None:
+    """The block's trend when its rounds drift: a significant monotone trend (Kendall, p < ``p``)
+    whose size across the block exceeds half of max-slowdown. None when they don't."""
+    found = stats.trend(values)
+    if found.p_value < p and abs(found.change) > max_slowdown * SUSPECT_FRACTION:
+        return found
+    return None

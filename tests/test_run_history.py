@@ -1,0 +1,219 @@
+"""The latency verdict end to end: run histories in the baselines, confirmation blocks, fp32 in
+absolute time, compile time as a gate, drift refused, schema-1 files upgraded, several runs in
+one command. Real pytest sessions on tiny-sd; slowdowns are real extra UNet work, never sleep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+TECHNIQUES = """
+import os
+
+from diffusers import UNet2DConditionModel
+
+_FORWARD = UNet2DConditionModel.forward
+
+
+def _everywhere(self, *args, **kwargs):
+    # DIFFACCEL_TEST_SLOW_ALL: every UNet (fp32 and techniques alike) does its forward twice
+    if os.environ.get("DIFFACCEL_TEST_SLOW_ALL") == "1":
+        _FORWARD(self, *args, **kwargs)
+    return _FORWARD(self, *args, **kwargs)
+
+
+def pytest_configure(config):
+    UNet2DConditionModel.forward = _everywhere
+
+
+def pytest_unconfigure(config):
+    UNet2DConditionModel.forward = _FORWARD
+
+
+def pytest_diffaccel_register_techniques(register):
+    @register("maybe-slow")
+    def maybe_slow(pipe):
+        if os.environ.get("DIFFACCEL_TEST_SLOW") == "1":
+            forward = pipe.unet.forward
+
+            def slow(*args, **kwargs):
+                forward(*args, **kwargs)  # real extra compute: the whole UNet forward once more
+                return forward(*args, **kwargs)
+
+            pipe.unet.forward = slow
+        return pipe
+
+    @register("drifting")
+    def drifting(pipe):
+        forward = pipe.unet.forward
+        calls = [0]
+
+        def slower_every_call(*args, **kwargs):
+            calls[0] += 1
+            for _ in range(calls[0] // 4):  # one more UNet forward every two pipeline calls (2 steps each)
+                forward(*args, **kwargs)
+            return forward(*args, **kwargs)
+
+        pipe.unet.forward = slower_every_call
+        return pipe
+
+    @register("slow-start", compiles=True)
+    def slow_start(pipe):
+        forward = pipe.unet.forward
+        first = [True]
+        extra = 60 if os.environ.get("DIFFACCEL_TEST_SLOW_START") == "1" else 6
+
+        def first_call_compiles(*args, **kwargs):
+            if first[0]:  # stands for a compile: real work on the first call only
+                first[0] = False
+                for _ in range(extra):
+                    forward(*args, **kwargs)
+            return forward(*args, **kwargs)
+
+        pipe.unet.forward = first_call_compiles
+        return pipe
+"""
+
+
+@pytest.fixture
+def project(user_suite: pytest.Pytester) -> pytest.Pytester:
+    user_suite.makeconftest(TECHNIQUES)
+    return user_suite
+
+
+def entries(folder: Path) -> dict:
+    (path,) = folder.glob("cpu-*.json")
+    return json.loads(path.read_text())["entries"]
+
+
+def test_a_slowdown_is_confirmed_before_it_fails_and_a_clean_rerun_pays_nothing(
+    project, run_inner, monkeypatch, tmp_path
+):
+    folder = tmp_path / "baselines"
+    args = ("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}")
+    run_inner(*args, "--diffaccel-save", "all").assert_outcomes(passed=1)
+    (entry,) = entries(folder).values()
+    assert len(entry["runs"]) == 1 and entry["runs"][0]["ratio"] > 0
+    saved_bytes = next(folder.glob("cpu-*.json")).read_bytes()
+
+    monkeypatch.setenv("DIFFACCEL_TEST_SLOW", "1")
+    slow = run_inner(*args)
+    slow.assert_outcomes(failed=1)
+    slow.stdout.fnmatch_lines(
+        [
+            "*latency gate failed: relative to the fp32 reference, *x slower (2 blocks: *x, *x; 95% CI *, p=*) "
+            "vs 1 run: beyond max-slowdown 10% and significant*history of 1 run: spread assumed 5.0%*",
+            "*confirmed maybe-slow: 2 blocks (*) -> FAIL latency*",
+        ]
+    )
+    assert next(folder.glob("cpu-*.json")).read_bytes() == saved_bytes  # never written without --diffaccel-save
+
+    monkeypatch.delenv("DIFFACCEL_TEST_SLOW")
+    again = run_inner(*args, f"--diffaccel-json={tmp_path / 'r.json'}")
+    again.assert_outcomes(passed=1)
+    assert "confirmed maybe-slow" not in again.stdout.str()
+    (bench,) = json.loads((tmp_path / "r.json").read_text())["benchmarks"]
+    assert len(bench["extra_info"]["blocks"]) == 1  # a clean technique: one block, nothing extra
+    assert bench["extra_info"]["baseline"]["history_runs"] == 1
+
+
+def test_saving_an_accepted_change_starts_a_new_level(project, run_inner, monkeypatch, tmp_path):
+    folder = tmp_path / "b"
+    args = ("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}")
+    run_inner(*args, "--diffaccel-save", "all")
+    monkeypatch.setenv("DIFFACCEL_TEST_SLOW", "1")
+    run_inner(*args, "--diffaccel-save", "all").assert_outcomes(failed=1)  # judged, failed, saved: accepted
+    (entry,) = entries(folder).values()
+    assert [r["level"] for r in entry["runs"]] == [0, 1]
+    run_inner(*args).assert_outcomes(passed=1)  # the slow run is the new level
+
+
+def test_fp32_is_judged_in_absolute_time(project, run_inner, monkeypatch, tmp_path):
+    folder = tmp_path / "b"
+    args = ("--diffaccel-techniques", "fp32,maybe-slow", f"--diffaccel-baselines={folder}")
+    run_inner(*args, "--diffaccel-save", "all")
+    monkeypatch.setenv("DIFFACCEL_TEST_SLOW_ALL", "1")  # a slower stack: every UNet, fp32 included
+    slower_stack = run_inner(*args)
+    slower_stack.assert_outcomes(failed=1, passed=1)
+    slower_stack.stdout.fnmatch_lines(["*test_acceleration?fp32?*", "*latency gate failed: *x slower*vs 1 run*"])
+    assert (
+        "relative to the fp32 reference" not in slower_stack.stdout.str().split("latency gate failed")[1].split("\n")[0]
+    )
+    # relative to fp32, the technique did not change: it passes
+
+
+def test_compile_time_is_a_gate_of_its_own(project, run_inner, monkeypatch, tmp_path):
+    folder = tmp_path / "b"
+    args = ("--diffaccel-techniques", "slow-start", f"--diffaccel-baselines={folder}")
+    run_inner(*args, "--diffaccel-save", "all").assert_outcomes(passed=1)
+    (entry,) = entries(folder).values()
+    assert entry["runs"][0]["compile_seconds"] > 0 and entry["runs"][0]["cold_start_seconds"] > 0
+    monkeypatch.setenv("DIFFACCEL_TEST_SLOW_START", "1")
+    slow = run_inner(*args)
+    slow.assert_outcomes(failed=1)
+    slow.stdout.fnmatch_lines(["*compile time gate failed: *x slower*vs 1 run*beyond max-slowdown 50%*"])
+
+
+def test_a_run_whose_rounds_drift_is_not_saved(project, run_inner, tmp_path):
+    folder = tmp_path / "b"
+    result = run_inner(
+        "--diffaccel-techniques", "fp32,drifting", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all",
+        "--diffaccel-steps", "2",
+    )  # fmt: skip
+    result.stdout.fnmatch_lines(
+        [
+            "baselines: 1 written to *",
+            "*not saved: test_speed.py::test_acceleration?drifting?: every block's rounds drifted (block 1: +*"
+            "from the first round to the last (Kendall*",
+        ]
+    )
+    assert list(entries(folder)) == ["test_speed.py::test_acceleration[fp32]"]
+
+
+def test_a_schema_1_file_is_judged_as_is_and_upgraded_only_when_saving(project, run_inner, tmp_path):
+    folder = tmp_path / "b"
+    run_inner("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")
+    path = next(folder.glob("cpu-*.json"))
+    data = json.loads(path.read_text())
+    (key,) = data["entries"]
+    old = {k: v for k, v in data["entries"][key].items() if k not in ("runs", "breakdown_relative")}
+    other = {**old, "technique": "bf16"}
+    path.write_text(json.dumps({"schema": 1, "machine": data["machine"], "entries": {key: old, "t::other": other}}))
+    before = path.read_bytes()
+
+    judged = run_inner("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}")
+    judged.assert_outcomes(passed=1)
+    judged.stdout.fnmatch_lines(["*latency: 1 tests judged against their run history*"])
+    assert path.read_bytes() == before  # read, never written without --diffaccel-save
+
+    run_inner("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")
+    upgraded = json.loads(path.read_text())
+    assert upgraded["schema"] == 2
+    assert len(upgraded["entries"][key]["runs"]) == 2  # the schema-1 run, then this one
+    kept = upgraded["entries"]["t::other"]
+    assert {k: v for k, v in kept.items() if k != "runs"} == other  # nothing of it lost
+    assert kept["runs"][0]["upgraded_from_schema"] == 1
+
+
+def test_several_runs_in_one_command_each_in_its_own_process(project, run_inner, tmp_path):
+    folder = tmp_path / "b"
+    result = run_inner(
+        "--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all",
+        "--diffaccel-save-runs", "2",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["*recording run 2/2 in a fresh process*", "*run 2/2: 1 passed*; baselines: 1 written*"]
+    )
+    (entry,) = entries(folder).values()
+    assert len(entry["runs"]) == 2 and {r["level"] for r in entry["runs"]} == {0}
+
+
+def test_save_runs_needs_save(project, run_inner):
+    result = run_inner("--diffaccel-save-runs", "3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--diffaccel-save-runs: records runs into the baselines, so it needs --diffaccel-save*"]
+    )
