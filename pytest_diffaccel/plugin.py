@@ -44,6 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if config.option.help:
         return
+    from .quiet import install
+
+    install(config)
     settings = cfg.settings_from_config(config)
     if settings.gpu:
         _require_cuda()
@@ -190,14 +193,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "diffaccel_technique" not in metafunc.fixturenames:
         return
     state = _state(metafunc.config)
-    settings = state.settings_for(metafunc.definition)
     from .techniques import SpecError
 
-    specs = settings.techniques or state.registry.defaults()
+    # pytest turns an exception raised here into a collection error (exit 2); a bad marker or spec is a
+    # usage error (exit 4), raised once collection is over (pytest_collection_modifyitems)
     try:
-        parsed = state.registry.parse_all(specs)
+        settings = state.settings_for(metafunc.definition)
+        parsed = state.registry.parse_all(settings.techniques or state.registry.defaults())
+    except pytest.UsageError as error:
+        state.usage_errors.append(str(error))
+        return
     except SpecError as error:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: {error}") from None
+        state.usage_errors.append(f"{metafunc.definition.nodeid}: {error}")
+        return
     names = [spec.name for spec in parsed]
     metafunc.parametrize("diffaccel_technique", names, ids=names, indirect=True)
 
@@ -206,6 +214,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     state = config.stash.get(STATE, None)
     if state is None:
         return
+    if state.usage_errors:
+        raise pytest.UsageError("\n".join(state.usage_errors))
     if not any(FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
         return
     state.used = True

@@ -78,6 +78,7 @@ class DiffaccelSession:
         self.compile_cache = "cold"  # "warm" when torch.compile's cache held entries at the start of the run
         self.save_refused: dict[str, str] = {}  # test id -> why its run was not saved
         self.extra_runs: list[str] = []  # --diffaccel-save-runs: one line per further run
+        self.usage_errors: list[str] = []  # bad markers or specs found while collecting: exit 4 after it
 
     @property
     def info(self) -> ModelInfo:
