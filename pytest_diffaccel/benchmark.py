@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytest
@@ -60,8 +61,11 @@ class Benchmark:
     def __call__(self, pipe: Any, **call_kwargs: Any) -> Result:
         call = self.state.call_for(self.settings).with_extra(call_kwargs)
         test_id = self.item.nodeid if not self.results else f"{self.item.nodeid}#{len(self.results) + 1}"
+        started = time.perf_counter()
         try:
-            return self._run(pipe, call, test_id, call_kwargs)
+            result = self._run(pipe, call, test_id, call_kwargs)
+            result.wall_seconds = time.perf_counter() - started
+            return result
         finally:
             if self.progress is not None:
                 self.progress.close()  # erase the live status before pytest writes the outcome

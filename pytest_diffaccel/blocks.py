@@ -31,6 +31,13 @@ class Block:
         """The block's run-level estimate of ``figure`` ("ratio" or "median")."""
         return stats.median(self.ratios) if figure == "ratio" else self.measurement.median
 
+    @property
+    def calls(self) -> int:
+        """Pipeline calls this block made: warm-up and timed rounds, the interleaved reference's included."""
+        m = self.measurement
+        companion = len(m.companion_samples) + 1 if m.companion_samples else 0  # + its warm-up call
+        return len(m.warmup) + len(m.samples) + companion
+
     def speedup(self, reference: Any) -> float | None:
         if self.measurement.companion_samples:
             return 1.0 / stats.median(self.ratios)
@@ -46,6 +53,7 @@ class Block:
             "ratio": round(stats.median(self.ratios), 6) if self.ratios else None,
             "median": round(self.measurement.median, 6),
             "rounds": len(self.measurement.samples),
+            "calls": self.calls,
             "fresh": self.fresh,
             "drift": self.drift.describe() if self.drift else None,
             "judged_on": figure,

@@ -54,6 +54,7 @@ class Result:
     apply_seconds: float | None = None  # a fresh pipeline with the technique applied
     cold_start_seconds: float | None = None  # load + apply + the first call
     compile_cache: str = ""  # "warm" or "cold": torch.compile's cache at the start of the run
+    wall_seconds: float | None = None  # the whole diffaccel_benchmark call: every block, fidelity, checks
     history: list[float] = field(default_factory=list)  # the baseline history's runs (newest level), same figure
     recorded: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 

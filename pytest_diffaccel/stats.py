@@ -51,6 +51,10 @@ def mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
+def geometric_mean(values: Sequence[float]) -> float:
+    return math.exp(mean(log_ratios(values)))
+
+
 def stddev(values: Sequence[float]) -> float:
     """Sample standard deviation (n - 1); 0 for fewer than two values."""
     if len(values) < 2:

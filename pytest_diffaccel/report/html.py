@@ -1,7 +1,7 @@
 """The HTML report: one self-contained file (PNG data URIs), readable in ten seconds.
 
 Per technique: the fp32 reference image, the technique's image and the SSIM map as a heat map,
-side by side; its latency samples against the baseline's (strip and box plot); the verdict with
+side by side; its run-level latency (the history's runs, this run's blocks and rounds, the threshold); the verdict with
 the gate and numbers. Above them: the run's header and the speed-up vs fp32 of every technique
 as a bar chart. Templating with Jinja2 (autoescape on: test ids, prompts and paths are escaped),
 plots with matplotlib (Agg backend, no display).
@@ -15,6 +15,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from .. import stats
 from ..baselines import cpu_model
 from ..units import fmt_bytes, fmt_seconds, fmt_speedup
 from . import table
@@ -60,6 +61,8 @@ def _figure_uri(figure: Any) -> str:
 
 
 def _latency_plot(result: Any) -> str | None:
+    """The run-level picture the latency verdict is taken on: each run of the history and each
+    block of this run (its rounds faint behind it), on the judged figure, with the threshold."""
     if not result.samples:
         return None
     import matplotlib
@@ -67,17 +70,23 @@ def _latency_plot(result: Any) -> str | None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    series = [("this run", result.samples)]
-    if result.baseline_samples:
-        series.insert(0, ("baseline", result.baseline_samples))
-    figure, axis = plt.subplots(figsize=(3.6, 1.1 + 0.35 * len(series)))
-    positions = list(range(1, len(series) + 1))
-    axis.boxplot([s for _, s in series], positions=positions, vert=False, widths=0.5, showfliers=False)
-    for position, (_, samples) in zip(positions, series, strict=True):
-        jitter = [position + 0.12 * ((i % 5) - 2) / 2 for i in range(len(samples))]
-        axis.scatter(samples, jitter, s=9, alpha=0.7)
-    axis.set_yticks(positions, [name for name, _ in series])
-    axis.set_xlabel("seconds per call")
+    ratio = result.figure == "ratio" and bool(result.relative_samples)
+    rounds = result.relative_samples if ratio else result.samples
+    blocks = [b["ratio"] if ratio else b["median"] for b in result.blocks if (b.get("ratio") if ratio else True)]
+    rows = [("this run", blocks or [stats.median(rounds)], rounds)]
+    if result.history:
+        rows.insert(0, (f"history ({len(result.history)} runs)", result.history, []))
+    figure, axis = plt.subplots(figsize=(4.2, 1.0 + 0.4 * len(rows)))
+    for position, (_, values, faint) in enumerate(rows, 1):
+        if faint:
+            axis.scatter(faint, [position] * len(faint), s=8, alpha=0.25, color="#7f8c8d")
+        axis.scatter(values, [position] * len(values), s=36, color="#2e86c1", zorder=3)
+    if result.history and result.verdict is not None and result.verdict.latency is not None:
+        limit = stats.geometric_mean(result.history) * (1.0 + result.verdict.latency.max_slowdown)
+        axis.axvline(limit, color="#c0392b", linewidth=0.8, linestyle="--")
+    axis.set_yticks(range(1, len(rows) + 1), [name for name, _, _ in rows])
+    axis.set_ylim(0.5, len(rows) + 0.5)
+    axis.set_xlabel("latency over the interleaved fp32 reference" if ratio else "seconds per call")
     axis.grid(axis="x", alpha=0.3)
     return _figure_uri(figure)
 

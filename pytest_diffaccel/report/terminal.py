@@ -28,6 +28,12 @@ def latency_lines(state: Any) -> list[str]:
             f"raises any false alarm with chance <= {matrix_false_alarm(alpha, len(judged)):.2%}"
         )
     for r in state.results:
+        latency = r.verdict.latency if r.verdict is not None else None
+        if latency is not None and latency.blind:
+            lines.append(
+                f"  {r.technique}: latency gate nearly blind ({latency.spread.describe()}): it can only fail a "
+                f"slowdown beyond {latency.detectable:.2f}x"
+            )
         if len(r.blocks) > 1:
             blocks = ", ".join(
                 f"{b['ratio']:.3f}x" if r.figure == "ratio" and b.get("ratio") else f"{b['median'] * 1e3:.1f} ms"
