@@ -137,11 +137,16 @@ def locked(path: Path) -> Iterator[None]:
 
 def write_atomic(path: Path, text: str) -> None:
     """Temp file in the same folder, flushed and fsynced, then renamed over ``path``."""
+    write_atomic_bytes(path, text.encode("utf-8"))
+
+
+def write_atomic_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, flushed and fsynced, then renamed over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         if path.exists():
@@ -171,11 +176,21 @@ class SaveReport:
 Merge = Callable[[Mapping[str, Any] | None], dict[str, Any]]
 
 
-def save(path: Path, machine: str, updates: Mapping[str, Merge | dict[str, Any]], mode: str) -> SaveReport:
+def save(
+    path: Path,
+    machine: str,
+    updates: Mapping[str, Merge | dict[str, Any]],
+    mode: str,
+    files: Mapping[str, Callable[[Path], str]] | None = None,
+) -> SaveReport:
     """Fold ``updates`` into ``path`` under a lock. Each update is a new entry, or a function from the
     stored entry (None if there is none) to the new one. ``mode``: 'all' updates every test that ran,
     'missing' only adds tests that have no entry. Every entry of the file is written in the current
-    schema (older ones upgraded, none dropped)."""
+    schema (older ones upgraded, none dropped).
+
+    ``files``: per test id, a writer of the files its entry names (thumbnails), called under the same
+    lock *before* the JSON that names them is written; afterwards, thumbnails that no baseline file of
+    the folder names any more are removed."""
     if mode not in ("all", "missing"):
         raise ValueError(f"save mode {mode!r}")
     report = SaveReport(path=path)
@@ -185,8 +200,35 @@ def save(path: Path, machine: str, updates: Mapping[str, Merge | dict[str, Any]]
             if mode == "missing" and test_id in entries:
                 report.kept.append(test_id)
                 continue
+            if files and test_id in files:
+                files[test_id](path.parent)
             entries[test_id] = update(entries.get(test_id)) if callable(update) else dict(update)
             report.written.append(test_id)
         if report.written:
             write_atomic(path, render(machine, {k: upgraded(v) for k, v in entries.items()}))
+            if files:
+                collect_thumbnails(path.parent)
     return report
+
+
+def named_files(entries: Mapping[str, Any]) -> set[str]:
+    """The thumbnail files the entries name."""
+    names = set()
+    for entry in entries.values():
+        fidelity = entry.get("fidelity") if isinstance(entry, dict) else None
+        if isinstance(fidelity, dict):
+            names.update(v for k, v in fidelity.items() if k in ("images", "reference") and isinstance(v, str))
+    return names
+
+
+def collect_thumbnails(folder: Path) -> list[str]:
+    """Remove thumbnails no baseline file of ``folder`` names (a file that can't be read keeps them all)."""
+    from .thumbnails import collect
+
+    referenced: set[str] = set()
+    for other in folder.glob("*.json"):
+        try:
+            referenced |= named_files(load(other))
+        except BaselineError:
+            return []
+    return collect(folder, referenced)

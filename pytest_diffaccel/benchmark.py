@@ -17,13 +17,15 @@ from typing import Any
 
 import pytest
 
-from . import breakdown, fidelity, history, latency, verdict
+from . import breakdown, fidelity, history, latency, thumbnails, verdict
 from .blocks import Block, BlockMaker
 from .config import Settings
-from .measure import Call
+from .measure import Call, generate
 from .results import Result
 from .session import DiffaccelSession
 from .techniques import Spec
+
+Seeded = tuple[int, Any, Any]  # (seed, the technique's images, the fp32 reference's images)
 
 # The CPU's resident-set estimate moves by a few MiB between identical runs.
 MEMORY_SLACK = {"cuda": 1 << 20, "cpu": 64 << 20}
@@ -78,14 +80,20 @@ class Benchmark:
         maker = BlockMaker(state, spec, settings, call, reference, self.progress)
         reuse = spec.is_reference and not contexts_of(self.applied) and not call_kwargs
         first = maker.first(pipe, contexts_of(self.applied), reuse)
-        scores, why_broken = self._fidelity(first, reference)
+        seeds = self._seeds(pipe, call, first, reference, maker)
+        scores, why_broken = self._fidelity(seeds)
         entry, note = state.baseline_for(test_id, call)
+        regression = self._regression(entry, seeds, scores)
         figure = maker.figure
         blocks = [first]
         judgement, note = self._latency(blocks, entry, note, figure, maker, pipe, reuse)
         figures = self._figures(first, entry)
-        decision = self._decide(first, scores, why_broken, entry, note, judgement, figures, reference)
+        decision = self._decide(first, scores, why_broken, entry, note, judgement, figures, reference, regression)
         result = self._result(test_id, call, first, blocks, figure, scores, reference, note, decision, reuse)
+        result.fidelity_seeds = [s for s, _, _ in seeds]
+        result.per_seed_ssim = list(scores.per_seed) if scores else []
+        result.thumbnail = _thumbnail(first.measurement.images)
+        result.reference_thumbnail = _thumbnail(reference.images)
         if entry:
             result.baseline_samples = list(entry.get("relative_samples" if figure == "ratio" else "samples") or [])
             result.history = [math.exp(v) for v in (history.levels(history.runs_of(entry), figure) or [[]])[-1]]
@@ -93,10 +101,52 @@ class Benchmark:
 
     # ------------------------------------------------------------------ steps
 
-    def _fidelity(self, first: Block, reference: Any) -> tuple[Any, str | None]:
-        why_broken = fidelity.broken(first.measurement.images)
-        scores = None if why_broken else fidelity.compare(first.measurement.images, reference.images)
-        return scores, why_broken
+    def _seeds(self, pipe: Any, call: Call, first: Block, reference: Any, maker: BlockMaker) -> list[Seeded]:
+        """(seed, images, reference images) for each fidelity seed: the timed rounds' own images for the
+        call's seed, untimed calls for the next ones (--diffaccel-fidelity-seeds)."""
+        seeded = [(call.seed, first.measurement.images, reference.images)]
+        extra = [call.seed + i for i in range(1, self.settings.fidelity_seeds)]
+        if extra and first.measurement.images is not None:
+            if self.progress is not None:
+                self.progress(f"fidelity seeds ({len(extra) + 1})")
+            references = self.state.reference_images(call, extra)
+            for seed in extra:
+                seeded.append((seed, generate(pipe, call, maker.contexts, seed=seed), references[seed]))
+        return seeded
+
+    def _fidelity(self, seeds: list[Seeded]) -> tuple[fidelity.Fidelity | None, str | None]:
+        """The worst case over the seeds: broken on any image breaks the result."""
+        for seed, images, _ in seeds:
+            why = fidelity.broken(images)
+            if why:
+                return None, why if len(seeds) == 1 else f"seed {seed}: {why}"
+        return fidelity.worst([fidelity.compare(images, ref) for _, images, ref in seeds]), None
+
+    def _regression(
+        self, entry: dict[str, Any] | None, seeds: list[Seeded], scores: fidelity.Fidelity | None
+    ) -> fidelity.Regression | None:
+        """Fidelity vs the technique's own baseline: its SSIM then and now, and its picture then and now."""
+        stored = (entry or {}).get("fidelity")
+        if not stored or scores is None:
+            return None
+        state = self.state
+        _, images, reference_images = seeds[0]
+        count = len(images)
+        folder = state.settings.baselines
+        assert folder is not None
+        then = thumbnails.read(folder, stored.get("images", ""), count)
+        moved = None
+        if then is not None and then.shape == thumbnails.reduce(images).shape:
+            moved = fidelity.compare(thumbnails.reduce(images) / 255.0, then).ssim
+        drift = None
+        reference_then = thumbnails.read(folder, stored.get("reference", ""), count)
+        if reference_then is not None and reference_then.shape == thumbnails.reduce(reference_images).shape:
+            drift = 1.0 - fidelity.compare(thumbnails.reduce(reference_images) / 255.0, reference_then).ssim
+        same = stored.get("versions") == state.versions() and stored.get("device") == state.device
+        ssim_then, ssim_now = fidelity.common_worst(
+            list(stored.get("per_seed") or [stored.get("ssim")]), scores.per_seed
+        )
+        return fidelity.Regression(ssim_then, ssim_now, moved, fidelity.tolerance(drift, same))
 
     def _latency(
         self,
@@ -187,6 +237,7 @@ class Benchmark:
         judgement: latency.Judgement | None,
         figures: list[tuple[str, latency.Judgement]],
         reference: Any,
+        regression: fidelity.Regression | None,
     ) -> verdict.Verdict:
         state, settings, spec, measurement = self.state, self.settings, self.spec, first.measurement
         baseline_peak = entry.get("peak_memory") if entry else None
@@ -198,6 +249,7 @@ class Benchmark:
                 ssim=scores.ssim if scores else None,
                 psnr=scores.psnr if scores else None,
                 min_ssim=self._min_ssim(),
+                regression=regression,
                 latency=judgement,
                 figures=figures,
                 max_slowdown=settings.max_slowdown,
@@ -313,6 +365,15 @@ class Benchmark:
         ):
             self.item.user_properties.append((name, value))
         return result
+
+
+def _thumbnail(images: Any) -> str | None:
+    """The images' thumbnail PNG, base64 (JSON-able for pytest-xdist; written beside the baselines on save)."""
+    if images is None:
+        return None
+    import base64
+
+    return base64.b64encode(thumbnails.encode(images)).decode("ascii")
 
 
 def settings_mode(settings: Settings, spec: Spec) -> str:

@@ -244,6 +244,14 @@ OPTIONS: tuple[Option, ...] = (
         marker=True,
     ),
     Option(
+        "fidelity_seeds",
+        parse_positive_int,
+        "seeds the fidelity gates judge (the call's seed and the next ones, untimed), worst case over all "
+        "(default 2)",
+        metavar="N",
+        marker=True,
+    ),
+    Option(
         "max_compile_increase",
         lambda v, n: parse_percent(v, n),
         "threshold of the compile-time and cold-start gates vs their history, e.g. 50% (default 50%)",
@@ -382,6 +390,7 @@ DEFAULTS: Mapping[str, Any] = {
     "history": 10,
     "max_slowdown": 0.10,
     "max_compile_increase": 0.50,
+    "fidelity_seeds": 2,
     "max_blocks": 3,
     "min_ssim": None,
     "max_memory_increase": 0.10,
@@ -423,6 +432,7 @@ class Settings:
     history: int = 10
     max_slowdown: float = 0.10
     max_compile_increase: float = 0.50
+    fidelity_seeds: int = 2
     max_blocks: int = 3
     min_ssim: float | None = None
     max_memory_increase: float = 0.10
@@ -490,6 +500,7 @@ class Settings:
         parts.append(f"compare={self.compare}{'+interleaved' if self.interleaved else ''}")
         parts.append(f"rounds={self.rounds}..{self.max_rounds}")
         parts.append(f"max-time={self.max_time:g}s")
+        parts.append(f"fidelity-seeds={self.fidelity_seeds}")
         if self.min_ssim is not None:
             parts.append(f"min-ssim={self.min_ssim:g}")
         if self.min_speedup is not None:

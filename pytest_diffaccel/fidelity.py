@@ -18,9 +18,20 @@ CONSTANT_RANGE = 1.0 / 255.0  # an image whose pixels span less than one 8-bit l
 
 @dataclass(frozen=True)
 class Fidelity:
-    ssim: float  # lowest over the batch
+    ssim: float  # lowest over the batch (and the seeds)
     psnr: float  # lowest over the batch (inf when identical)
     per_image_ssim: tuple[float, ...]
+    per_seed: tuple[float, ...] = ()  # lowest of each seed's batch, in seed order
+
+
+def worst(scores: list[Fidelity]) -> Fidelity:
+    """Several seeds' fidelity as one: the lowest SSIM and PSNR over all of them."""
+    return Fidelity(
+        ssim=min(s.ssim for s in scores),
+        psnr=min(s.psnr for s in scores),
+        per_image_ssim=tuple(x for s in scores for x in s.per_image_ssim),
+        per_seed=tuple(s.ssim for s in scores),
+    )
 
 
 def broken(images: Any) -> str | None:
@@ -86,3 +97,72 @@ def ssim_maps(images: Any, reference: Any) -> list[np.ndarray]:
         _, full_map = ssim_image(x, y, full=True)
         maps.append(np.asarray(full_map).mean(axis=-1))
     return maps
+
+
+# ----------------------------------------------------------------------------- fidelity vs its own baseline
+
+TIGHT_TOLERANCE = 0.002  # same versions, same device: the CPU is deterministic, the gate can be tight
+REFERENCE_DRIFT_FACTOR = 3.0  # a technique may move 3x as far as the fp32 reference itself moved
+ASSUMED_TOLERANCE = 0.02  # another stack and no stored reference to measure its drift by
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    value: float
+    basis: str
+
+
+def tolerance(reference_drift: float | None, same_stack: bool) -> Tolerance:
+    """How far a technique's fidelity may move from its baseline: measured, not guessed. The fp32
+    reference's own drift between then and now (1 - SSIM of its images) is what the versions and the
+    device changed; with none, the gate is tight."""
+    if reference_drift is not None:
+        scaled = REFERENCE_DRIFT_FACTOR * reference_drift
+        if scaled > TIGHT_TOLERANCE:
+            return Tolerance(
+                scaled, f"{REFERENCE_DRIFT_FACTOR:g}x the fp32 reference's own drift {reference_drift:.4f} since then"
+            )
+        return Tolerance(TIGHT_TOLERANCE, "the fp32 reference did not move")
+    if same_stack:
+        return Tolerance(TIGHT_TOLERANCE, "same versions and device")
+    return Tolerance(ASSUMED_TOLERANCE, "other versions or device and no stored reference: assumed")
+
+
+@dataclass(frozen=True)
+class Regression:
+    ssim_then: float | None  # SSIM vs the reference when the baseline was recorded (over the common seeds)
+    ssim_now: float | None
+    moved: float | None  # SSIM of this run's images vs the baseline's (thumbnails)
+    tolerance: Tolerance
+
+    @property
+    def dropped(self) -> bool:
+        return (
+            self.ssim_then is not None
+            and self.ssim_now is not None
+            and self.ssim_then - self.ssim_now > self.tolerance.value
+        )
+
+    @property
+    def image_moved(self) -> bool:
+        return self.moved is not None and 1.0 - self.moved > self.tolerance.value
+
+    @property
+    def failed(self) -> bool:
+        return self.dropped or self.image_moved
+
+    def describe(self) -> str:
+        parts = []
+        if self.ssim_then is not None and self.ssim_now is not None:
+            parts.append(f"SSIM {self.ssim_then:.4f} -> {self.ssim_now:.4f} vs its baseline")
+        if self.moved is not None:
+            parts.append(f"image vs its baseline image SSIM {self.moved:.4f}")
+        return "; ".join(parts) + f" (tolerance {self.tolerance.value:.3g}: {self.tolerance.basis})"
+
+
+def common_worst(then: list[float], now: list[float]) -> tuple[float | None, float | None]:
+    """The lowest SSIM of each over the seeds both measured (the first ``min(len)`` seeds)."""
+    count = min(len(then), len(now))
+    if count == 0:
+        return None, None
+    return min(then[:count]), min(now[:count])

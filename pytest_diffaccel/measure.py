@@ -435,6 +435,19 @@ def measure(
     )
 
 
+def generate(pipe: Any, call: Call, contexts: Sequence[Callable[[], Any]] = (), seed: int | None = None) -> Any:
+    """One untimed call of ``pipe`` (images as numpy NHWC), under its call contexts, from the same
+    float32 noise as every timed call; ``seed`` replaces the call's own (fidelity seeds)."""
+    import torch
+
+    with torch.inference_mode(), ExitStack() as stack:
+        stack.enter_context(float32_noise(pipe))
+        for factory in contexts:
+            stack.enter_context(factory())
+        generator = torch.Generator("cpu").manual_seed(call.seed if seed is None else seed)
+        return to_numpy_images(pipe(**call.kwargs(), generator=generator, output_type="pt"))
+
+
 def graph_breaks() -> int:
     """Graph breaks dynamo has counted in this process so far (fullgraph=True turns each into an error)."""
     import torch._dynamo.utils

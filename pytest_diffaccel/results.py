@@ -54,6 +54,10 @@ class Result:
     apply_seconds: float | None = None  # a fresh pipeline with the technique applied
     cold_start_seconds: float | None = None  # load + apply + the first call
     compile_cache: str = ""  # "warm" or "cold": torch.compile's cache at the start of the run
+    fidelity_seeds: list[int] = field(default_factory=list)  # the seeds fidelity was judged on
+    per_seed_ssim: list[float] = field(default_factory=list)  # the lowest SSIM of each seed's batch
+    thumbnail: str | None = None  # base64 PNG of the first seed's images, reduced (thumbnails.py)
+    reference_thumbnail: str | None = None
     wall_seconds: float | None = None  # the whole diffaccel_benchmark call: every block, fidelity, checks
     history: list[float] = field(default_factory=list)  # the baseline history's runs (newest level), same figure
     recorded: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -84,10 +88,12 @@ class Result:
 
     @property
     def fidelity_ok(self) -> bool:
-        """Broken-image and fidelity gates passed: the only results whose timings may become a baseline."""
+        """Broken-image, fidelity (vs the reference and its own baseline) and measurement gates passed:
+        the only results that may become a baseline."""
         if self.verdict is None or not self.measured:
             return False
-        return all(g.passed for g in self.verdict.gates if g.name in ("broken", "fidelity", "measurement"))
+        kept = ("broken", "fidelity", "fidelity regression", "measurement")
+        return all(g.passed for g in self.verdict.gates if g.name in kept)
 
     def baseline_change(self) -> str:
         if self.verdict and self.verdict.latency:
@@ -148,7 +154,31 @@ class Result:
         """The newest run's details, kept beside the history for the reports and the memory gate."""
         fields = self.baseline_entry(versions)
         fields["breakdown_relative"] = {k: round(v, 6) for k, v in self.breakdown_relative.items()}
+        if self.ssim is not None and self.thumbnail and self.reference_thumbnail:
+            from .thumbnails import name_of
+
+            fields["fidelity"] = {
+                "ssim": round(self.ssim, 5),
+                "psnr": None if self.psnr is None or self.psnr == float("inf") else round(self.psnr, 3),
+                "per_seed": [round(v, 5) for v in self.per_seed_ssim],
+                "seeds": self.fidelity_seeds,
+                "images": name_of(_decoded(self.thumbnail)),
+                "reference": name_of(_decoded(self.reference_thumbnail)),
+                "versions": versions,
+                "device": self.device,
+            }
         return fields
+
+    def thumbnail_files(self) -> dict[str, bytes]:
+        """The thumbnail files its baseline entry names, by name."""
+        from .thumbnails import name_of
+
+        files = {}
+        for encoded in (self.thumbnail, self.reference_thumbnail):
+            if encoded:
+                data = _decoded(encoded)
+                files[name_of(data)] = data
+        return files
 
     def baseline_entry(self, versions: dict[str, str | None]) -> dict[str, Any]:
         assert self.samples, "only measured results become baselines"
@@ -171,6 +201,12 @@ class Result:
             "versions": versions,
             "recorded": self.recorded,
         }
+
+
+def _decoded(encoded: str) -> bytes:
+    import base64
+
+    return base64.b64decode(encoded)
 
 
 def _geometric_mean(values: list[float]) -> float:

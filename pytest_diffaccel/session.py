@@ -75,6 +75,7 @@ class DiffaccelSession:
         self._machine: str | None = None
         self._versions: dict[str, str | None] | None = None
         self._machine_spreads: dict[str, tuple[float | None, int]] = {}
+        self._seed_images: dict[str, dict[int, Any]] = {}
         self.compile_cache = "cold"  # "warm" when torch.compile's cache held entries at the start of the run
         self.save_refused: dict[str, str] = {}  # test id -> why its run was not saved
         self.extra_runs: list[str] = []  # --diffaccel-save-runs: one line per further run
@@ -229,6 +230,27 @@ class DiffaccelSession:
         self._references[key] = reference
         return reference
 
+    def reference_images(self, call: Call, seeds: list[int]) -> dict[int, Any]:
+        """The fp32 reference's images for more seeds of ``call`` (fidelity seeds), untimed, once per session."""
+        from .measure import generate
+
+        cache = self._seed_images.setdefault(call.key(), {})
+        missing = [seed for seed in seeds if seed not in cache]
+        if missing:
+            pipe = self.source().fresh(self.device, "float32")
+            contexts = []
+            if self.device == "cuda":
+                from .techniques.precision import tf32
+
+                contexts.append(lambda: tf32(False))
+            try:
+                for seed in missing:
+                    cache[seed] = generate(pipe, call, contexts, seed=seed)
+            finally:
+                del pipe
+                release_memory(self.device)
+        return {seed: cache[seed] for seed in seeds}
+
     def references(self) -> list[Reference]:
         return [r for r in self._references.values() if isinstance(r, Reference)]
 
@@ -266,6 +288,7 @@ class DiffaccelSession:
         if not mode:
             return
         updates = {}
+        files = {}
         calibrating = self.settings.save_runs > 1
         for result in self.results:
             if not result.fidelity_ok:
@@ -280,10 +303,11 @@ class DiffaccelSession:
                 keep=self.settings.history,
                 new_level=result.changed_level and not calibrating,
             )
+            files[result.test_id] = _thumbnail_writer(result.thumbnail_files())
         if not updates:
             self.saved = baseline_files.SaveReport(path=self.baseline_path)
             return
-        self.saved = baseline_files.save(self.baseline_path, self.machine, updates, mode)
+        self.saved = baseline_files.save(self.baseline_path, self.machine, updates, mode, files)
 
     # ------------------------------------------------------------------ applying a spec
 
@@ -302,6 +326,15 @@ class DiffaccelSession:
                 release_memory(self.device)
                 raise TechniqueFailed(f"{spec.name}: applying {part.label} failed: {one_line(error)}") from error
         return pipe, ctx
+
+
+def _thumbnail_writer(data: dict[str, bytes]) -> Any:
+    def write(folder: Path) -> str:
+        from .thumbnails import write as write_thumbnail
+
+        return ", ".join(write_thumbnail(folder, blob) for blob in data.values())
+
+    return write
 
 
 class TechniqueFailed(Exception):

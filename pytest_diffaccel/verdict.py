@@ -2,7 +2,8 @@
 
 Gates, in the order they are judged (every gate is judged; the first failure heads the message):
 1. broken image (NaN/Inf or constant), judged before any SSIM;
-2. fidelity: SSIM vs the fp32 reference below the threshold;
+2. fidelity: SSIM vs the fp32 reference below the threshold; then fidelity regression: the SSIM
+   dropped, or the picture moved, vs the technique's own baseline beyond a measured tolerance;
 3. speed-up: below ``min_speedup`` vs the fp32 reference of this run (when set);
 4. latency: the run-level rule of latency.py against the test's run history (blocks confirmed
    before any failure, judged with the history's run-to-run spread);
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .fidelity import Regression
 from .latency import Judgement
 from .units import fmt_bytes
 
@@ -43,6 +45,7 @@ class Inputs:
     ssim: float | None
     psnr: float | None
     min_ssim: float
+    regression: Regression | None = None  # fidelity vs the technique's own baseline (None: none stored)
     latency: Judgement | None = None  # None: no history to judge against (baseline_note says why)
     figures: Sequence[tuple[str, Judgement]] = ()  # ("compile time", ...), ("cold start", ...)
     max_slowdown: float = 0.10
@@ -124,6 +127,10 @@ def decide(inputs: Inputs) -> Verdict:
             )
         else:
             gates.append(Gate("fidelity", True, f"SSIM {inputs.ssim:.4f} >= {inputs.min_ssim:.4f} (PSNR {psnr})"))
+
+    # 2b. fidelity vs the technique's own baseline: what it did before, not only a constant
+    if inputs.regression is not None:
+        gates.append(Gate("fidelity regression", not inputs.regression.failed, inputs.regression.describe()))
 
     # 3. speed-up vs the reference of this run
     if inputs.min_speedup is None or inputs.speedup is None:

@@ -1,0 +1,107 @@
+"""Thumbnails: a small lossless picture of a technique's output, kept beside the baselines.
+
+A fidelity baseline must remember what the picture *was*, not only its SSIM, so that a technique
+whose image moves (a scheduler setting nudged) is caught whatever its SSIM against the fp32
+reference says. Each image of the first seed is reduced to at most ``SIZE`` px on its longer side
+(area averaging; tiny presets are kept as they are), quantised to 8 bits and laid side by side in
+one PNG (lossless). The file is named by its content (``<sha256[:16]>.png``) in
+``<baselines>/thumbnails/``: a new thumbnail never overwrites one in use, the JSON that names it is
+written after it (both atomically), and files no baseline names any more are removed on save.
+numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SIZE = 128
+FOLDER = "thumbnails"
+
+
+def reduce(images: Any) -> Any:
+    """(N, H, W, 3) floats in [0, 1] -> (N, h, w, 3) uint8, each at most SIZE px on its longer side."""
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for image in np.asarray(images, dtype=np.float64):
+        data = (np.clip(np.nan_to_num(image, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        height, width = data.shape[:2]
+        scale = SIZE / max(height, width)
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            data = np.asarray(Image.fromarray(data).resize(size, Image.Resampling.BOX))
+        out.append(data)
+    return np.stack(out)
+
+
+def encode(images: Any) -> bytes:
+    """The reduced images side by side, as one PNG."""
+    import numpy as np
+    from PIL import Image
+
+    reduced = reduce(images)
+    strip = np.concatenate(list(reduced), axis=1)
+    buffer = io.BytesIO()
+    Image.fromarray(strip).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def decode(data: bytes, count: int) -> Any:
+    """The PNG strip back to (count, h, w, 3) floats in [0, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    strip = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float64) / 255.0
+    return np.stack(np.split(strip, count, axis=1))
+
+
+def name_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16] + ".png"
+
+
+def path_of(baselines: Path, name: str) -> Path:
+    return baselines / FOLDER / name
+
+
+def read(baselines: Path, name: str, count: int) -> Any | None:
+    """A stored thumbnail as images, or None when the file is missing or unreadable."""
+    try:
+        data = path_of(baselines, name).read_bytes()
+    except OSError:
+        return None
+    try:
+        return decode(data, count)
+    except Exception:
+        return None
+
+
+def write(baselines: Path, data: bytes) -> str:
+    """Store ``data`` under its content name (atomically; an existing file is the same bytes); its name."""
+    from .baselines import write_atomic_bytes
+
+    name = name_of(data)
+    target = path_of(baselines, name)
+    if not target.exists():
+        write_atomic_bytes(target, data)
+    return name
+
+
+def collect(baselines: Path, referenced: Iterable[str]) -> list[str]:
+    """Remove thumbnails no baseline file names any more; the names removed."""
+    folder = baselines / FOLDER
+    keep = set(referenced)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.glob("*.png"):
+        if path.name not in keep:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.name)
+    return removed

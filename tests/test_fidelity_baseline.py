@@ -1,0 +1,117 @@
+"""Fidelity vs the technique's own baseline: SSIM then and now, the picture then and now, a tolerance
+measured from the fp32 reference's own drift; thumbnails stored beside the baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pytest_diffaccel import fidelity, thumbnails
+
+NUDGE = """
+import os
+
+
+def pytest_diffaccel_register_techniques(register):
+    @register("nudged", min_ssim=0.90)
+    def nudged(pipe):
+        # DIFFACCEL_TEST_NUDGE: the scheduler's sigmas scaled by 1.05, a setting nudged by an upgrade
+        if os.environ.get("DIFFACCEL_TEST_NUDGE") == "1":
+            scheduler = pipe.scheduler
+            set_timesteps = scheduler.set_timesteps
+
+            def nudged_timesteps(*args, **kwargs):
+                set_timesteps(*args, **kwargs)
+                scheduler.sigmas = scheduler.sigmas * 1.05
+
+            scheduler.set_timesteps = nudged_timesteps
+        return pipe
+"""
+
+
+@pytest.fixture
+def project(user_suite: pytest.Pytester) -> pytest.Pytester:
+    user_suite.makeconftest(NUDGE)
+    return user_suite
+
+
+def test_a_nudged_exact_technique_fails_against_its_baseline_and_the_unchanged_rerun_passes(
+    project, run_inner, monkeypatch, tmp_path
+):
+    folder = tmp_path / "baselines"
+    args = ("--diffaccel-techniques", "fp32,nudged", f"--diffaccel-baselines={folder}")
+    run_inner(*args, "--diffaccel-save", "all").assert_outcomes(passed=2)
+    entries = json.loads(next(folder.glob("cpu-*.json")).read_text())["entries"]
+    stored = entries["test_speed.py::test_acceleration[nudged]"]["fidelity"]
+    assert stored["ssim"] == pytest.approx(1.0) and stored["seeds"] == [0, 1] and len(stored["per_seed"]) == 2
+    assert (folder / "thumbnails" / stored["images"]).is_file()
+    assert (folder / "thumbnails" / stored["reference"]).is_file()
+
+    unchanged = run_inner(*args)
+    unchanged.assert_outcomes(passed=2)
+
+    monkeypatch.setenv("DIFFACCEL_TEST_NUDGE", "1")
+    nudged = run_inner(*args)
+    nudged.assert_outcomes(passed=1, failed=1)
+    nudged.stdout.fnmatch_lines(
+        [
+            "*fidelity regression gate failed: SSIM 1.0000 -> 0.9* vs its baseline; image vs its baseline image "
+            "SSIM 0.9*(tolerance 0.002: the fp32 reference did not move)*",
+        ]
+    )
+    assert "fidelity gate failed" not in nudged.stdout.str()  # the absolute floor (0.90) alone would pass it
+
+
+def test_a_failed_fidelity_regression_is_not_saved(project, run_inner, monkeypatch, tmp_path):
+    folder = tmp_path / "b"
+    args = ("--diffaccel-techniques", "nudged", f"--diffaccel-baselines={folder}")
+    run_inner(*args, "--diffaccel-save", "all")
+    path = next(folder.glob("cpu-*.json"))
+    before = path.read_bytes()
+    thumbs = sorted(p.name for p in (folder / "thumbnails").iterdir())
+    monkeypatch.setenv("DIFFACCEL_TEST_NUDGE", "1")
+    run_inner(*args, "--diffaccel-save", "all").assert_outcomes(failed=1)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in (folder / "thumbnails").iterdir()) == thumbs
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def test_tolerance_is_measured_from_the_references_drift():
+    assert fidelity.tolerance(None, same_stack=True).value == fidelity.TIGHT_TOLERANCE
+    assert fidelity.tolerance(0.0, same_stack=False).value == fidelity.TIGHT_TOLERANCE
+    moved = fidelity.tolerance(0.01, same_stack=False)
+    assert moved.value == pytest.approx(0.03) and "3x the fp32 reference's own drift 0.0100" in moved.basis
+    assumed = fidelity.tolerance(None, same_stack=False)
+    assert assumed.value == fidelity.ASSUMED_TOLERANCE and "assumed" in assumed.basis
+
+
+def test_regression_names_what_moved():
+    tight = fidelity.tolerance(None, same_stack=True)
+    dropped = fidelity.Regression(1.0, 0.9681, 0.95, tight)
+    assert dropped.failed and dropped.describe().startswith("SSIM 1.0000 -> 0.9681 vs its baseline")
+    assert "(tolerance 0.002: same versions and device)" in dropped.describe()
+    still = fidelity.Regression(0.63, 0.63, 0.9999, tight)
+    assert not still.failed
+    moved_only = fidelity.Regression(0.63, 0.63, 0.95, tight)  # same SSIM, another picture
+    assert moved_only.failed and moved_only.image_moved and not moved_only.dropped
+
+
+def test_thumbnails_round_trip_reduce_and_are_named_by_content(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    small = rng.random((2, 64, 64, 3))
+    data = thumbnails.encode(small)
+    back = thumbnails.decode(data, 2)
+    assert back.shape == (2, 64, 64, 3)
+    assert np.abs(back - small).max() <= 0.5 / 255 + 1e-9  # lossless at 8 bits
+    large = rng.random((1, 512, 256, 3))
+    assert thumbnails.reduce(large).shape == (1, 128, 64, 3)
+    name = thumbnails.write(tmp_path, data)
+    assert name == thumbnails.name_of(data) and thumbnails.read(tmp_path, name, 2).shape == (2, 64, 64, 3)
+    other = thumbnails.write(tmp_path, thumbnails.encode(large))
+    assert thumbnails.collect(tmp_path, [name]) == [other]
+    assert thumbnails.read(tmp_path, other, 1) is None
