@@ -216,7 +216,7 @@ class Benchmark:
     def _min_ssim(self) -> float:
         if self.settings.min_ssim is not None:
             return self.settings.min_ssim
-        return self.spec.min_ssim_for(dict(self.state.info.ssim_overrides))
+        return self.spec.min_ssim_for(self.state.ssim_overrides())
 
     def _compile_seconds(self, first: Block) -> float | None:
         return first.measurement.compile_seconds if self.spec.compiles else None

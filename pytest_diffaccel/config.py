@@ -267,6 +267,13 @@ OPTIONS: tuple[Option, ...] = (
         marker=True,
     ),
     Option(
+        "floors",
+        parse_path,
+        "SSIM floors per class of technique measured on your model (benchmarks/fidelity_floors.py --model ... "
+        "--out FILE); default: the floors measured on the bundled presets",
+        metavar="FILE",
+    ),
+    Option(
         "min_ssim",
         parse_fraction,
         "SSIM threshold vs the fp32 reference, overriding the technique's own",
@@ -392,6 +399,7 @@ DEFAULTS: Mapping[str, Any] = {
     "max_compile_increase": 0.50,
     "fidelity_seeds": 2,
     "max_blocks": 3,
+    "floors": None,
     "min_ssim": None,
     "max_memory_increase": 0.10,
     "min_speedup": None,
@@ -434,6 +442,7 @@ class Settings:
     max_compile_increase: float = 0.50
     fidelity_seeds: int = 2
     max_blocks: int = 3
+    floors: Path | None = None
     min_ssim: float | None = None
     max_memory_increase: float = 0.10
     min_speedup: float | None = None
@@ -501,6 +510,8 @@ class Settings:
         parts.append(f"rounds={self.rounds}..{self.max_rounds}")
         parts.append(f"max-time={self.max_time:g}s")
         parts.append(f"fidelity-seeds={self.fidelity_seeds}")
+        if self.floors is not None:
+            parts.append(f"floors={self.floors}")
         if self.min_ssim is not None:
             parts.append(f"min-ssim={self.min_ssim:g}")
         if self.min_speedup is not None:

@@ -66,6 +66,12 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     state = DiffaccelSession(settings, registry)
     state.compile_cache = "warm" if _inductor_cache_entries() else "cold"
+    from .drill import DrillError, requested
+
+    try:
+        state.drills = requested()
+    except DrillError as error:
+        raise pytest.UsageError(str(error)) from None
     config.stash[STATE] = state
     if not _is_worker(config) and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistRelay(config), "diffaccel-xdist-relay")
@@ -132,6 +138,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"diffaccel: latency gate at alpha {settings.alpha:g} per test: a clean run of a 20-technique matrix raises "
         f"any false alarm with chance <= {matrix_false_alarm(settings.alpha, 20):.1%}",
     ]
+    if state.drills:
+        drills = ", ".join(f"{name} +{fraction:.0%}" for name, fraction in state.drills.items())
+        lines.append(f"diffaccel: FIRE DRILL (DIFFACCEL_SLOWDOWN): real extra work injected into {drills}")
     run = os.environ.get(RUN_ENV)
     if run:
         lines.append(f"diffaccel: run {run} of --diffaccel-save-runs")

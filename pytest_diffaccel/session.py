@@ -80,6 +80,8 @@ class DiffaccelSession:
         self.save_refused: dict[str, str] = {}  # test id -> why its run was not saved
         self.extra_runs: list[str] = []  # --diffaccel-save-runs: one line per further run
         self.usage_errors: list[str] = []  # bad markers or specs found while collecting: exit 4 after it
+        self.drills: dict[str, float] = {}  # DIFFACCEL_SLOWDOWN: technique -> extra fraction (drill.py)
+        self.drilled: set[str] = set()
 
     @property
     def info(self) -> ModelInfo:
@@ -272,6 +274,13 @@ class DiffaccelSession:
             return None, f"baseline recorded for model {entry.get('model')}: not compared"
         return entry, "baseline"
 
+    def ssim_overrides(self) -> dict[str, float]:
+        """Each built-in technique's SSIM floor for this model (floors.py), over the model's own overrides."""
+        from . import floors
+
+        path = str(self.settings.floors) if self.settings.floors else None
+        return {**dict(self.info.ssim_overrides), **floors.overrides(self.info.name, path)}
+
     def machine_spread(self, figure: str, where: dict[str, Any] | None = None) -> tuple[float | None, int]:
         """The typical run-to-run spread of ``figure`` over the tests of this machine's baseline file."""
         key = f"{figure} {sorted((where or {}).items())}"
@@ -325,6 +334,12 @@ class DiffaccelSession:
                 del pipe
                 release_memory(self.device)
                 raise TechniqueFailed(f"{spec.name}: applying {part.label} failed: {one_line(error)}") from error
+        fraction = self.drills.get(spec.name)
+        if fraction is not None:
+            from .drill import inject
+
+            self.drilled.add(spec.name)
+            ctx.note(inject(pipe, fraction, self.call_for(settings)))
         return pipe, ctx
 
 

@@ -27,6 +27,9 @@ def latency_lines(state: Any) -> list[str]:
             f"latency: {len(judged)} tests judged against their run history at alpha {alpha:g} each: a clean run "
             f"raises any false alarm with chance <= {matrix_false_alarm(alpha, len(judged)):.2%}"
         )
+    unused = sorted(set(getattr(state, "drills", {})) - getattr(state, "drilled", set()))
+    if unused:
+        lines.append(f"fire drill: DIFFACCEL_SLOWDOWN names {', '.join(unused)}, which no test of this run applied")
     for r in state.results:
         latency = r.verdict.latency if r.verdict is not None else None
         if latency is not None and latency.blind:

@@ -1,0 +1,112 @@
+"""Fidelity floors: the SSIM threshold of each class of technique, from measured drift.
+
+``benchmarks/fidelity_floors.py`` measures, for each bundled preset, the worst drift (1 - SSIM vs
+the fp32 reference) any clean technique of a class shows over several seeds and captions, and
+writes ``floors.json`` beside this module: per model and class a floor that allows K times that
+drift. A built-in technique's threshold is its class's floor for the session's model when it was
+measured, else the class's lowest floor over the presets (``default``). ``--diffaccel-floors FILE``
+takes a file of the same shape measured on your own model. Pure: json only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+FLOORS_FILE = Path(__file__).with_name("floors.json")
+
+EXACT, REDUCED, QUANTIZED, CACHE, TINY_VAE, TILING, DISTILLED = (
+    "exact", "reduced precision", "quantized", "cache", "tiny VAE", "VAE tiling", "distilled",
+)  # fmt: skip
+CLASS_OF: Mapping[str, str] = {
+    "fp32": EXACT,
+    "sdpa-flash": EXACT,
+    "sdpa-efficient": EXACT,
+    "sdpa-math": EXACT,
+    "sdpa-cudnn": EXACT,
+    "attn-backend": EXACT,
+    "xformers": EXACT,
+    "attention-slicing": EXACT,
+    "fuse-qkv": EXACT,
+    "channels-last": EXACT,
+    "compile": EXACT,
+    "compile-max-autotune": EXACT,
+    "compile-reduce-overhead": EXACT,
+    "compile-regional": EXACT,
+    "compile-vae": EXACT,
+    "vae-slicing": EXACT,
+    "model-offload": EXACT,
+    "sequential-offload": EXACT,
+    "group-offload-block": EXACT,
+    "group-offload-leaf": EXACT,
+    "bf16": REDUCED,
+    "fp16": REDUCED,
+    "tf32": REDUCED,
+    "int8-dynamic": QUANTIZED,
+    "int8-weight-only": QUANTIZED,
+    "int4-weight-only": QUANTIZED,
+    "float8-dynamic": QUANTIZED,
+    "float8-weight-only": QUANTIZED,
+    "layerwise-fp8": QUANTIZED,
+    "cache-pab": CACHE,
+    "cache-faster": CACHE,
+    "cache-first-block": CACHE,
+    "cache-taylorseer": CACHE,
+    "cache-mag": CACHE,
+    "tiny-vae": TINY_VAE,
+    "vae-tiling": TILING,
+    "distilled": DISTILLED,
+}
+
+
+def floor_from(worst_error: float, k: float, allowance: float) -> float:
+    """1 - max(k x the worst measured drift, allowance), rounded down to 3 decimals, at least 0.05."""
+    import math
+
+    return max(0.05, math.floor((1.0 - max(k * worst_error, allowance)) * 1000.0) / 1000.0)
+
+
+def captions(tiny: Any, count: int) -> list[str]:
+    """``count`` captions of a tiny preset's training set, spread over colours, backgrounds and shapes."""
+    colours, backgrounds, shapes = list(tiny.COLOURS), list(tiny.BACKGROUNDS), list(tiny.SHAPES)
+    out = []
+    for i in range(count):
+        out.append(
+            tiny.caption(
+                shapes[i % len(shapes)], colours[i % len(colours)], backgrounds[(i * 3 + 1) % len(backgrounds)]
+            )
+        )
+    return out
+
+
+@lru_cache(maxsize=4)
+def load(path: str | None = None) -> dict[str, Any]:
+    """The floors file (the packaged one by default); {} when it doesn't exist yet."""
+    file = Path(path) if path else FLOORS_FILE
+    try:
+        return dict(json.loads(file.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return {}
+
+
+def floor(klass: str, model: str | None = None, path: str | None = None) -> float | None:
+    """The class's floor for ``model`` (measured), else the class's default; None when never measured."""
+    data = load(path)
+    measured = data.get("models", {}).get(model or "", {}).get("classes", {}).get(klass)
+    if measured is not None:
+        return float(measured["floor"])
+    value = data.get("default", {}).get(klass)
+    return None if value is None else float(value)
+
+
+def overrides(model: str | None, path: str | None = None) -> dict[str, float]:
+    """Per built-in technique, its class's floor for this model: the thresholds a session uses."""
+    out = {}
+    for name, klass in CLASS_OF.items():
+        value = floor(klass, model, path)
+        if value is not None:
+            out[name] = value
+    return out

@@ -1,0 +1,41 @@
+"""The fire drill: DIFFACCEL_SLOWDOWN makes a named technique really slower, and the gate fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_diffaccel import drill
+
+
+def test_parse():
+    assert drill.parse("fuse-qkv=30%, bf16=0.15") == {"fuse-qkv": pytest.approx(0.30), "bf16": 0.15}
+    assert drill.parse("") == {} and drill.parse(None) == {}
+    assert drill.parse("attn-backend=native=20%") == {"attn-backend=native": pytest.approx(0.2)}
+    for bad, why in (("fuse-qkv", "is not TECHNIQUE=PERCENT"), ("fuse-qkv=lots", "is not a percentage"),
+                     ("fuse-qkv=0%", "must be above 0")):  # fmt: skip
+        with pytest.raises(drill.DrillError, match=why):
+            drill.parse(bad)
+
+
+def test_the_drill_fails_the_gate_and_says_it_is_a_drill(user_suite, run_inner, monkeypatch, tmp_path):
+    folder = tmp_path / "b"
+    args = ("--diffaccel-techniques", "fuse-qkv", f"--diffaccel-baselines={folder}")
+    run_inner(*args, "--diffaccel-save", "all").assert_outcomes(passed=1)
+    monkeypatch.setenv("DIFFACCEL_SLOWDOWN", "fuse-qkv=60%,no-such-technique=10%")
+    drilled = run_inner(*args, f"--diffaccel-json={tmp_path / 'r.json'}")
+    drilled.assert_outcomes(failed=1)
+    drilled.stdout.fnmatch_lines(
+        [
+            "*FIRE DRILL (DIFFACCEL_SLOWDOWN): real extra work injected into fuse-qkv +60%, no-such-technique +10%*",
+            "*latency gate failed: relative to the fp32 reference, 1.* slower (2 blocks:*",
+            "*fire drill: DIFFACCEL_SLOWDOWN names no-such-technique, which no test of this run applied*",
+        ]
+    )
+    assert "fire drill (DIFFACCEL_SLOWDOWN): +60% of real extra work" in (tmp_path / "r.json").read_text()
+
+
+def test_a_malformed_drill_is_a_usage_error(user_suite, run_inner, monkeypatch):
+    monkeypatch.setenv("DIFFACCEL_SLOWDOWN", "fuse-qkv=a lot")
+    result = run_inner("--diffaccel-techniques", "fuse-qkv")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*DIFFACCEL_SLOWDOWN: 'a lot' is not a percentage*"])
