@@ -116,10 +116,12 @@ def derive(measured: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(data: dict[str, Any], command: str) -> str:
+    return "# Fidelity floors from measured drift\n\n" + render_tables(data)
+
+
+def render_tables(data: dict[str, Any]) -> str:
     lines = [
-        "# Fidelity floors from measured drift",
-        "",
-        f"Command: `{command}` ({data['minutes']:.0f} minutes; {data['versions']}). Each class's floor is "
+        f"Command: `{data['command']}` ({data['minutes']:.0f} minutes; {data['versions']}). Each class's floor is "
         f"1 - max({data['k']:g} x the worst 1 - SSIM a clean technique of the class showed, {data['allowance']:g}), "
         f"over {data['seeds']} seeds x the captions of each model.",
         "",

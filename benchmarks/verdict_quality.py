@@ -4,6 +4,7 @@
     python benchmarks/verdict_quality.py            # about 2 hours on 2 idle cores
     python benchmarks/verdict_quality.py --quick    # a few minutes: proves the script runs
     python benchmarks/verdict_quality.py --from-raw docs/verdict-quality.json   # re-render from saved numbers
+    python benchmarks/verdict_quality.py --fidelity-only   # the fidelity cases only (deterministic: any machine load)
 
 Everything goes through real ``pytest`` runs of the plugin's default path (adaptive rounds,
 interleaved fp32 reference, confirmation blocks), in a scratch project holding the two-line suite
@@ -27,6 +28,10 @@ each process against the call's own time; never sleep).
 6. the whole-matrix false-alarm rate the measured spreads imply: a rate of 2 in 100 runs can't be
    counted in a few hours, so each technique's run-to-run spread (from the history and the A/A
    runs) is fed to the rule (latency.judge, the same code) in simulation.
+
+7. fidelity: mutations (weight noise, NaN, a black VAE, guidance ignored, int8 everywhere, a nudged
+   scheduler, a fused QKV that does nothing) and clean techniques, each saved clean and judged
+   again, on 1, 2 and 4 fidelity seeds: mutations caught, clean techniques flagged.
 
 Nothing else may run on the machine meanwhile: helpers share the cores and their load is noise.
 Writes docs/verdict-quality.md and the raw numbers beside it (docs/verdict-quality.json).
@@ -273,6 +278,172 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return raw
 
 
+# ----------------------------------------------------------------------------- fidelity mutations
+
+MUTATIONS = """
+import os
+
+import torch
+
+from pytest_diffaccel import floors
+from pytest_diffaccel.techniques import quantization
+
+MUTATE = os.environ.get("VQ_MUTATE") == "1"
+EXACT = floors.floor(floors.EXACT, "tiny-sd") or 0.97
+REDUCED = floors.floor(floors.REDUCED, "tiny-sd") or 0.93
+QUANTIZED = floors.floor(floors.QUANTIZED, "tiny-sd") or 0.85
+
+
+def pytest_configure(config):
+    if os.environ.get("VQ_NOOP_FUSE") == "1":  # fused QKV that silently does nothing
+        import diffusers
+
+        for cls in (diffusers.UNet2DConditionModel, diffusers.AutoencoderKL):
+            cls.fuse_qkv_projections = lambda self, *args, **kwargs: None
+
+
+def _noise(pipe, strength):
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in pipe.unet.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * p.pow(2).mean().sqrt() * strength)
+
+
+def pytest_diffaccel_register_techniques(register):
+    for percent in (2, 5, 10, 20):
+        def noise(pipe, strength=percent / 100):
+            if MUTATE:
+                _noise(pipe, strength)
+            return pipe
+
+        register(f"unet-noise-{percent}", min_ssim=REDUCED)(noise)
+
+    @register("nan-weight", min_ssim=EXACT)
+    def nan_weight(pipe):
+        if MUTATE:
+            with torch.no_grad():
+                pipe.unet.mid_block.resnets[0].conv1.weight.view(-1)[0] = float("nan")
+        return pipe
+
+    @register("black-vae", min_ssim=EXACT)
+    def black_vae(pipe):
+        if MUTATE:
+            decode = pipe.vae.decode
+
+            def black(latents, *args, **kwargs):
+                out = decode(latents, *args, **kwargs)
+                (out[0] if isinstance(out, tuple) else out.sample).fill_(-1.0)
+                return out
+
+            pipe.vae.decode = black
+        return pipe
+
+    @register("guidance-ignored", min_ssim=EXACT)
+    def guidance_ignored(pipe):
+        if MUTATE:  # the unconditional half of the batch gets the conditional prediction: no guidance
+            forward = pipe.unet.forward
+
+            def conditional_only(*args, **kwargs):
+                out = forward(*args, **kwargs)
+                sample = out[0] if isinstance(out, tuple) else out.sample
+                half = sample.shape[0] // 2
+                sample[:half] = sample[half:]
+                return out
+
+            pipe.unet.forward = conditional_only
+        return pipe
+
+    @register("int8-every-linear", min_ssim=QUANTIZED)
+    def int8_every_linear(pipe):
+        if MUTATE:
+            quantization.quantize(pipe, "Int8DynamicActivationInt8WeightConfig", {}, quantization.unfiltered)
+        return pipe
+
+    @register("nudged-scheduler", min_ssim=EXACT)
+    def nudged_scheduler(pipe):
+        if MUTATE:
+            scheduler = pipe.scheduler
+            set_timesteps = scheduler.set_timesteps
+
+            def nudged(*args, **kwargs):
+                set_timesteps(*args, **kwargs)
+                scheduler.sigmas = scheduler.sigmas * 1.05
+
+            scheduler.set_timesteps = nudged
+        return pipe
+"""
+
+CASES = (
+    ("unet-noise-2", "UNet weight noise 2%", "mutation"),
+    ("unet-noise-5", "UNet weight noise 5%", "mutation"),
+    ("unet-noise-10", "UNet weight noise 10%", "mutation"),
+    ("unet-noise-20", "UNet weight noise 20%", "mutation"),
+    ("nan-weight", "NaN in one UNet weight", "mutation"),
+    ("black-vae", "all-black VAE output", "mutation"),
+    ("guidance-ignored", "guidance silently ignored", "mutation"),
+    ("int8-every-linear", "int8 dynamic on every linear layer, no size filter", "mutation"),
+    ("nudged-scheduler", "scheduler sigmas scaled by 1.05", "mutation"),
+    ("fuse-qkv (no-op)", "fuse-qkv that silently does nothing", "mutation"),
+    ("fp32", "fp32", "clean"),
+    ("bf16", "bf16", "clean"),
+    ("fp16", "fp16", "clean"),
+    ("sdpa-math", "sdpa-math", "clean"),
+    ("sdpa-flash", "sdpa-flash", "clean"),
+    ("fuse-qkv", "fuse-qkv", "clean"),
+    ("channels-last", "channels-last", "clean"),
+    ("vae-slicing", "vae-slicing", "clean"),
+    ("int8-dynamic", "int8-dynamic", "clean"),
+    ("int8-weight-only", "int8-weight-only", "clean"),
+    ("tiny-vae", "tiny-vae", "clean"),
+)
+FIDELITY_GATES = ("broken", "fidelity", "fidelity regression", "not applied", "measurement")
+
+
+def fidelity_verdicts(path: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    data = json.loads(path.read_text())
+    for bench in data["benchmarks"]:
+        extra = bench["extra_info"]
+        failed = [g["gate"] for g in extra["gates"] if not g["passed"] and g["gate"] in FIDELITY_GATES]
+        out[extra["technique"]] = {"verdict": "FAIL " + ", ".join(failed) if failed else "pass", "ssim": extra["ssim"]}
+    for failure in data.get("diffaccel", {}).get("failed", []):
+        out[failure["technique"]] = {"verdict": "FAIL error", "ssim": None}
+    return out
+
+
+def measure_fidelity(seed_counts: tuple[int, ...]) -> dict[str, Any]:
+    """Each case saved clean, then judged mutated (mutations) or unchanged (clean), per number of seeds."""
+    work = Path(tempfile.mkdtemp(prefix="verdict-fidelity-"))
+    folder = project(work / "project")
+    (folder / "conftest.py").write_text(MUTATIONS)
+    names = ",".join(c[0] for c in CASES if " " not in c[0])
+    quick = ["--diffaccel-rounds=2", "--diffaccel-max-rounds=2", "--diffaccel-max-blocks=1"]
+    runs: dict[str, dict[str, Any]] = {}
+    for count in seed_counts:
+        common = [*quick, f"--diffaccel-fidelity-seeds={count}", f"--diffaccel-baselines={work / str(count)}"]
+        pytest_run(folder, ["--diffaccel-techniques", names, *common, "--diffaccel-save", "all"])
+        verdicts = {}
+        for env, label in (({}, "clean"), ({"VQ_MUTATE": "1"}, "mutated"), ({"VQ_NOOP_FUSE": "1"}, "no-op fuse")):
+            path = work / f"{count}-{label}.json"
+            techniques = "fuse-qkv" if label == "no-op fuse" else names
+            pytest_run(folder, ["--diffaccel-techniques", techniques, *common, f"--diffaccel-json={path}"], env)
+            found = fidelity_verdicts(path)
+            for technique, kind in ((c[0], c[2]) for c in CASES):
+                if label == "no-op fuse" and technique == "fuse-qkv (no-op)":
+                    verdicts[technique] = found.get("fuse-qkv")
+                elif technique in found and (label, kind) in (("mutated", "mutation"), ("clean", "clean")):
+                    verdicts[technique] = found[technique]
+        runs[str(count)] = verdicts
+        print(f"fidelity, {count} seeds: {verdicts}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    command = "python benchmarks/verdict_quality.py --fidelity-only"
+    return {
+        "command": command,
+        "cases": [{"technique": t, "label": label, "kind": kind} for t, label, kind in CASES],
+        "runs": runs,
+    }
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -466,6 +637,88 @@ def render(raw: dict[str, Any], command: str) -> str:
             f"- Clean techniques cost at most 1.3x today's time: {verdict_on(cost_ratio <= 1.3)} ({cost_ratio:.2f}x)."
         )
     lines.append("")
+    raw["analysis"] = {
+        "per_test": [per_test, len(judged)],
+        "runs_failed": [runs_failed, n_runs],
+        "matrix_rate": matrix_rate,
+        "matrix_size": len(spreads),
+        "detection": {
+            f"{level:g}": [detection[level], len([r for r in raw["slow"] if r["level"] == level])]
+            for level in detection
+        },
+        "cost_ratio": cost_ratio,
+        "confirmation_share": share,
+        "history_runs": raw["history_runs"],
+    }
+    if raw.get("fidelity"):
+        lines += ["## Fidelity gates against mutations", "", fidelity_table(raw), ""]
+    return "\n".join(lines)
+
+
+def summary(raw: dict[str, Any]) -> str:
+    """The README's table: the latency verdict against its targets, from the committed numbers."""
+    numbers = raw["analysis"]
+    per_test, judged = numbers["per_test"]
+    failed, runs = numbers["runs_failed"]
+    lines = [
+        f"Measured by `{raw['command']}` ({raw['minutes']:.0f} minutes on 2 CPU cores; the whole report: "
+        "[docs/verdict-quality.md](docs/verdict-quality.md)). History: "
+        f"`--diffaccel-save all --diffaccel-save-runs {numbers['history_runs']}`.",
+        "",
+        "| | measured | target |",
+        "|---|---:|---:|",
+        f"| A/A latency false alarms per test | {rate(per_test, judged)} | |",
+        f"| A/A runs of the whole matrix with a latency false alarm | {rate(failed, runs)} | |",
+        f"| the same, implied by each technique's measured run-to-run spread | {numbers['matrix_rate']:.2%} | <= 2% |",
+    ]
+    targets = {"0.05": "<= 5%", "0.15": ">= 95%", "0.2": ">= 99%"}
+    for level, (got, count) in sorted(numbers["detection"].items(), key=lambda kv: float(kv[0])):
+        lines.append(f"| +{float(level):.0%} slowdown caught ({count} runs) | {got:.0%} | {targets.get(level, '')} |")
+    if numbers.get("cost_ratio") is not None:
+        lines.append(f"| cost of a clean technique vs the round-level rule | {numbers['cost_ratio']:.2f}x | <= 1.3x |")
+    lines.append(f"| A/A judgements that ran a confirmation block | {numbers['confirmation_share']:.1%} | |")
+    return "\n".join(lines)
+
+
+def fidelity_table(raw: dict[str, Any]) -> str:
+    """Mutations caught and clean techniques flagged by the fidelity gates, per number of fidelity seeds."""
+    data = raw["fidelity"]
+    seeds = sorted(data["runs"], key=int)
+    lines = [
+        f"Measured by `{data['command']}`: real `pytest` runs on tiny-sd; each case saved clean, then judged changed "
+        f"(mutations) or unchanged (clean), with `--diffaccel-fidelity-seeds` {', '.join(seeds)}.",
+        "",
+        "| case | kind | "
+        + " | ".join(f"{n} seed{'s' if n != '1' else ''}: verdict (SSIM vs fp32)" for n in seeds)
+        + " |",
+        "|---|---|" + "---|" * len(seeds),
+    ]
+    for case in data["cases"]:
+        cells = []
+        for n in seeds:
+            row = data["runs"][n].get(case["technique"])
+            if row is None:
+                cells.append("-")
+                continue
+            ssim = "-" if row["ssim"] is None else f"{row['ssim']:.4f}"
+            cells.append(f"{row['verdict']} ({ssim})")
+        lines.append(f"| {case['label']} | {case['kind']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for n in seeds:
+        runs = data["runs"][n]
+        missed = [
+            c["label"]
+            for c in data["cases"]
+            if c["kind"] == "mutation" and runs.get(c["technique"], {}).get("verdict", "").startswith("pass")
+        ]
+        flagged = [
+            c["label"]
+            for c in data["cases"]
+            if c["kind"] == "clean" and not runs.get(c["technique"], {}).get("verdict", "pass").startswith("pass")
+        ]
+        lines.append(f"- {n} seed{'s' if n != '1' else ''}: mutations missed {len(missed)}"
+                     + (f" ({', '.join(missed)})" if missed else "") + f"; clean techniques flagged {len(flagged)}"
+                     + (f" ({', '.join(flagged)})" if flagged else "") + ".")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -485,17 +738,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "verdict-quality.md")
     parser.add_argument("--raw", type=Path, default=ROOT / "docs" / "verdict-quality.json")
     parser.add_argument("--from-raw", type=Path, help="render saved numbers instead of measuring")
+    parser.add_argument("--fidelity-only", action="store_true", help="measure the fidelity cases only (into --raw)")
+    parser.add_argument("--fidelity-seeds", type=lambda v: tuple(int(x) for x in v.split(",")), default=(1, 2, 4))
     args = parser.parse_args(argv)
     command = "python benchmarks/verdict_quality.py" + ("" if not argv else " " + " ".join(argv))
     if args.quick:
         args.history_runs, args.aa_runs, args.slow_runs = 2, 1, 1
         args.levels, args.matrix = (0.30,), ["fp32", "fuse-qkv"]
-    if args.from_raw:
+    if args.fidelity_only:
+        raw = json.loads(args.raw.read_text()) if args.raw.exists() else {}
+        raw["fidelity"] = measure_fidelity(args.fidelity_seeds)
+        args.raw.write_text(json.dumps(raw) + "\n")
+        print(fidelity_table(raw))
+        if "aa" not in raw:
+            return 0
+        command = raw["command"]
+    elif args.from_raw:
         raw = json.loads(args.from_raw.read_text())
         command = raw["command"]
     else:
+        previous = json.loads(args.raw.read_text()) if args.raw.exists() else {}
         raw = measure(args)
         raw["command"] = command
+        if "fidelity" in previous:  # measured apart (--fidelity-only): kept
+            raw["fidelity"] = previous["fidelity"]
         args.raw.parent.mkdir(parents=True, exist_ok=True)
         args.raw.write_text(json.dumps(raw) + "\n")
     text = render(raw, command)
