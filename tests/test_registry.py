@@ -111,3 +111,105 @@ def test_user_registration_rules(registry):
         registry.register("a+b")
     with pytest.raises(SpecError, match="outside"):
         registry.register("x", min_ssim=2.0)
+
+
+# ----------------------------------------------------------------------------- effect checks (no torch)
+
+
+def _probe(**state):
+    from pytest_diffaccel.techniques import ApplyContext
+    from pytest_diffaccel.techniques.effects import Probe
+
+    ctx = ApplyContext(device="cpu", argument=None, model=None, settings=None, state=dict(state))
+    return Probe(ctx=ctx, run_call=lambda: None, device="cpu")
+
+
+def test_every_builtin_technique_declares_an_effect_check():
+    techniques = builtin_registry().techniques
+    assert [name for name, t in techniques.items() if t.effect is None] == []
+    assert all(callable(t.effect) for t in techniques.values())
+
+
+def test_register_accepts_an_effect_and_checks_it_is_a_function():
+    from pytest_diffaccel.techniques import Effect, Registry
+
+    registry = Registry()
+
+    def seen(pipe):
+        return Effect(pipe == "accelerated", f"pipe is {pipe}")
+
+    @registry.register("with-effect", effect=seen)
+    def apply(pipe):
+        return pipe
+
+    technique = registry.techniques["with-effect"]
+    assert technique.effect is seen
+    assert technique.check("accelerated", _probe()) == Effect(True, "pipe is accelerated")
+    for bad, why in [(42, "got int"), ("yes", "got str"), (lambda: True, "a function without arguments")]:
+        with pytest.raises(SpecError, match=f"technique 'bad-effect': effect= takes a function .*{why}"):
+            registry.register("bad-effect", effect=bad)(apply)
+    assert "bad-effect" not in registry.techniques
+
+
+def test_effect_function_arity_and_return_values_are_normalised():
+    from pytest_diffaccel.techniques import Effect, Registry
+
+    registry = Registry()
+    returns = {
+        "gives-effect": lambda pipe, probe: Effect(False, f"state {probe.ctx.state['gives-effect']}"),
+        "gives-bool": lambda pipe: True,
+        "gives-false": lambda pipe: False,
+        "gives-pair": lambda pipe: (False, "0/16 attention layers fused"),
+        "gives-junk": lambda pipe: "fine",
+        "gives-bad-pair": lambda pipe: (1, "x"),
+    }
+    for name, fn in returns.items():
+        registry.register(name, effect=fn)(lambda pipe: pipe)
+    probe = _probe(**{"gives-effect": 7})
+    check = {name: registry.techniques[name].check for name in returns}
+    assert check["gives-effect"](None, probe) == Effect(False, "state 7")
+    assert check["gives-bool"](None, probe) == Effect(True, "effect check passed")
+    assert check["gives-false"](None, probe) == Effect(False, "effect check returned False")
+    assert check["gives-pair"](None, probe) == Effect(False, "0/16 attention layers fused")
+    for name in ("gives-junk", "gives-bad-pair"):
+        with pytest.raises(
+            SpecError, match=f"technique '{name}': its effect check returned .*return an Effect, a bool"
+        ):
+            check[name](None, probe)
+
+
+def test_check_effects_one_line_per_part_in_spec_order():
+    from pytest_diffaccel.techniques import Effect, Registry
+    from pytest_diffaccel.techniques.effects import check_effects, summary
+
+    registry = Registry()
+
+    def raises(pipe):
+        raise RuntimeError("no hook registry\nsecond line")
+
+    registry.register("zeta", effect=lambda pipe, probe: (True, f"argument {probe.ctx.argument}"), argument="optional")(
+        lambda pipe: pipe
+    )
+    registry.register("alpha", stage=1)(lambda pipe: pipe)  # no effect declared
+    registry.register("boom", effect=raises)(lambda pipe: pipe)
+    probe = _probe()
+    effects = check_effects(registry.parse("zeta=7+alpha+boom"), object(), probe)
+    assert effects == [
+        ("zeta=7", Effect(True, "argument 7")),
+        ("alpha", Effect(True, "effect not checked", checked=False)),
+        ("boom", Effect(False, "effect check raised RuntimeError: no hook registry")),
+    ]
+    assert summary(effects) == "NOT APPLIED boom: effect check raised RuntimeError: no hook registry"
+    assert summary(effects[:2]) == "zeta=7: argument 7; alpha: effect not checked"
+    assert summary(effects[1:2]) == "effect not checked"
+    assert summary(effects[:1]) == "argument 7"
+    assert probe.ctx.argument is None  # restored
+
+
+def test_effects_module_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, pytest_diffaccel.techniques.effects as e, pytest_diffaccel.techniques as t; "
+    code += "t.builtin_registry(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

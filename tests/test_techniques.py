@@ -1,7 +1,11 @@
 """Techniques applied to the tiny preset: the ones the CPU can't run are checked for the calls they
-make (the library call recorded instead of made), the others for what they change."""
+make (the library call recorded instead of made, and named so), the others for what they change,
+run for real (full-model compile included, 1 step)."""
 
 from __future__ import annotations
+
+import contextlib
+import re
 
 import pytest
 import torch
@@ -9,6 +13,7 @@ import torch
 from pytest_diffaccel.config import Settings
 from pytest_diffaccel.models import PRESETS
 from pytest_diffaccel.techniques import ApplyContext, builtin_registry, quantization
+from pytest_diffaccel.techniques.effects import Probe, check_effects
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +35,22 @@ def apply(registry, pipe, text, device="cpu"):
     return pipe, ctx
 
 
+def probe(pipe, ctx, steps=1):
+    """One real call of the tiny preset (its two prompts, 64x64) under the technique's call contexts."""
+    info = PRESETS["tiny-sd"]
+
+    def run():
+        with contextlib.ExitStack() as stack:
+            for factory in ctx.call_contexts:
+                stack.enter_context(factory())
+            return pipe(
+                prompt=list(info.prompts), num_inference_steps=steps, height=64, width=64, output_type="pt",
+                generator=torch.Generator("cpu").manual_seed(0),
+            )  # fmt: skip
+
+    return Probe(ctx=ctx, run_call=run, device="cpu")
+
+
 def record(monkeypatch, owner, name):
     calls = []
     monkeypatch.setattr(owner, name, lambda *args, **kwargs: calls.append((args, kwargs)), raising=False)
@@ -44,10 +65,26 @@ def record(monkeypatch, owner, name):
         ("xformers", "enable_xformers_memory_efficient_attention", {}),
     ],
 )
-def test_pipeline_level_techniques_call_diffusers(registry, pipe, monkeypatch, technique, method, kwargs):
+def test_exact_library_call_on_cuda_recorded_not_made(registry, pipe, monkeypatch, technique, method, kwargs):
+    """The call each makes with --diffaccel-gpu, recorded: no CUDA here, and no xFormers. Offloading
+    also runs for real with the CPU as execution device (below, and in test_effects.py)."""
     calls = record(monkeypatch, pipe, method)
     apply(registry, pipe, technique, device="cuda")
     assert calls == [((), kwargs)]
+
+
+def test_model_offload_runs_for_real_on_the_cpu(registry, pipe, tiny_sd):
+    """accelerate takes the CPU as execution device: the hooks are installed and a call runs through them."""
+    pipe, ctx = apply(registry, pipe, "model-offload")
+    assert {type(getattr(m, "_hf_hook", None)).__name__ for m in (pipe.text_encoder, pipe.unet, pipe.vae)} == {
+        "CpuOffload"
+    }
+    effect = registry.techniques["model-offload"].check(pipe, probe(pipe, ctx))
+    assert effect.applied, effect.line
+    assert re.match(r"^CpuOffload hooks on vae, text_encoder, unet; [1-9]\d* onloads to cpu", effect.line), effect.line
+    plain = tiny_sd.fresh("cpu")
+    effect = registry.techniques["model-offload"].check(plain, probe(plain, ctx))
+    assert not effect.applied and effect.line == "no accelerate CpuOffload hook on any model of the pipeline"
 
 
 @pytest.mark.parametrize(
@@ -86,25 +123,71 @@ def test_float8_filter_keeps_only_wide_layers():
     )
 
 
-@pytest.mark.parametrize(
-    ("technique", "kwargs"),
-    [
-        ("compile", {"fullgraph": True}),
-        ("compile-max-autotune", {"fullgraph": True, "mode": "max-autotune"}),
-        ("compile-reduce-overhead", {"fullgraph": True, "mode": "reduce-overhead"}),
-    ],
-)
-def test_compile_modes(registry, pipe, monkeypatch, technique, kwargs):
+def test_compile_reduce_overhead_exact_call_recorded_not_made(registry, pipe, monkeypatch):
+    """CUDA graphs need CUDA: the compile call is recorded (its effect check is compile's, run below)."""
     calls = record(monkeypatch, pipe.unet, "compile")
-    _, ctx = apply(registry, pipe, technique)
-    assert calls == [((), kwargs)]
-    if technique == "compile-max-autotune":
-        import torch._inductor.config as inductor
+    apply(registry, pipe, "compile-reduce-overhead")
+    assert calls == [((), {"fullgraph": True, "mode": "reduce-overhead"})]
 
-        (factory,) = ctx.call_contexts
-        with factory():
-            assert inductor.conv_1x1_as_mm and inductor.coordinate_descent_tuning and not inductor.epilogue_fusion
-        assert not inductor.conv_1x1_as_mm  # restored
+
+def test_max_autotune_inductor_flags_hold_only_during_the_call(registry, pipe, monkeypatch):
+    calls = record(monkeypatch, pipe.unet, "compile")  # the flags, not the compile (run for real below)
+    _, ctx = apply(registry, pipe, "compile-max-autotune")
+    assert calls == [((), {"fullgraph": True, "mode": "max-autotune"})]
+    import torch._inductor.config as inductor
+
+    (factory,) = ctx.call_contexts
+    with factory():
+        assert inductor.conv_1x1_as_mm and inductor.coordinate_descent_tuning and not inductor.epilogue_fusion
+    assert not inductor.conv_1x1_as_mm  # restored
+
+
+COMPILED = (
+    r"^{what} compiled 1/1; [1-9]\d* graphs? compiled since apply, 0 graph breaks; compiled code ran inside it 1 time"
+)
+
+
+@pytest.mark.parametrize("text", ["compile+compile-vae", "compile-max-autotune"])
+def test_compile_really_compiles_tiny_sd(tiny_sd, text):
+    """A real torch.compile (fullgraph) of the UNet, and of the VAE decode, on the CPU: one warm-up call
+    compiles, then each part's effect check proves it: compiled, graphs counted by dynamo since apply,
+    no graph break, compiled code running inside the module during one call."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from pytest_diffaccel.session import DiffaccelSession
+
+    settings = Settings(steps=1)
+    session = DiffaccelSession(settings, builtin_registry())
+    spec = session.registry.parse(text)
+    pipe, ctx = session.apply(spec, settings)
+    compiled = probe(pipe, ctx)
+    try:
+        with torch.inference_mode():
+            compiled.run_call()  # the warm-up: dynamo and inductor compile here
+        effects = dict(check_effects(spec, pipe, compiled))
+        assert re.match(COMPILED.format(what="denoiser"), effects[spec.parts[0].label].line), effects
+        if "compile-vae" in effects:
+            assert re.match(COMPILED.format(what="VAE decode"), effects["compile-vae"].line), effects
+        assert all(e.applied for e in effects.values()), effects
+        if text != "compile+compile-vae":
+            return
+
+        def eagerly():
+            with torch.compiler.set_stance("force_eager"):
+                return compiled.run_call()
+
+        # the same pipeline, its calls running eagerly: compiled but not applied
+        (_, effect), _ = check_effects(spec, pipe, Probe(ctx, eagerly, "cpu"))
+        assert not effect.applied and effect.line.endswith("compiled code ran inside it 0 times in one call")
+        counters["graph_break"]["a graph break for the test"] += 1
+        try:
+            (_, effect), _ = check_effects(spec, pipe, compiled)
+        finally:
+            del counters["graph_break"]["a graph break for the test"]
+        assert not effect.applied and effect.line.endswith("1 graph break (graph breaks: part of it runs eagerly)")
+    finally:
+        torch._dynamo.reset()
 
 
 def tf32_state() -> tuple[object, object]:
@@ -141,8 +224,14 @@ def test_fp16_keeps_a_force_upcast_vae_in_fp32(registry, pipe):
 
 
 def test_fuse_qkv_fuses_unet_and_vae(registry, pipe):
-    pipe, _ = apply(registry, pipe, "fuse-qkv")
-    assert pipe.fusing_unet and pipe.fusing_vae
+    """The fused projections themselves (to_qkv, to_kv for cross-attention), and their use in a call."""
+    pipe, ctx = apply(registry, pipe, "fuse-qkv")
+    for model in (pipe.unet, pipe.vae):
+        attention = [m for m in model.modules() if hasattr(m, "fuse_projections")]
+        fused = [getattr(m, "to_kv" if m.is_cross_attention else "to_qkv", None) for m in attention]
+        assert attention and all(isinstance(layer, torch.nn.Linear) for layer in fused)
+    effect = registry.techniques["fuse-qkv"].check(pipe, probe(pipe, ctx))
+    assert effect.applied and re.search(r"fused projections ran [1-9]\d* times in one call$", effect.line)
 
 
 def test_vae_tiling_uses_tiles_small_enough_for_the_tiny_preset(registry, pipe):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .registry import (
     ApplyContext,
+    Effect,
+    EffectFn,
     Environment,
     Part,
     Registry,
@@ -42,6 +44,8 @@ def builtin_registry() -> Registry:
 __all__ = [
     "PRESETS",
     "ApplyContext",
+    "Effect",
+    "EffectFn",
     "Environment",
     "Part",
     "Registry",

@@ -8,10 +8,12 @@ the method counts steps.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from . import components
-from .registry import STAGE_CACHE, ApplyContext, Registry, Requirements
+from .effects import Probe, call_once, counting, patched
+from .registry import STAGE_CACHE, ApplyContext, Effect, Registry, Requirements
 
 CACHE_SSIM = 0.80
 
@@ -72,6 +74,62 @@ CACHES = {
 }
 
 
+# The names diffusers registers each cache's hooks under (diffusers.hooks.<module>._..._HOOK).
+HOOK_NAMES = {
+    "cache-pab": ("pyramid_attention_broadcast",),
+    "cache-faster": ("faster_cache_denoiser", "faster_cache_block"),
+    "cache-first-block": ("fbc_leader_block_hook", "fbc_block_hook"),
+    "cache-taylorseer": ("taylorseer_cache",),
+    "cache-mag": ("mag_cache_leader_block_hook", "mag_cache_block_hook"),
+}
+
+
+def cache_hooks(model: Any, names: tuple[str, ...]) -> list[Any]:
+    """The hooks of these names in the diffusers hook registries of ``model`` and its submodules."""
+    found = []
+    for module in model.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        hooks = getattr(registry, "hooks", None) or {}
+        found += [hook for key, hook in hooks.items() if key in names]
+    return found
+
+
+def _cache_effect(name: str) -> Any:
+    def effect(pipe: Any, probe: Probe) -> Effect:
+        """Effect: the cache's hooks are registered on the denoiser and, during one call, some hooked
+        calls were served from the cache (the hook did not run the module's own forward)."""
+        model = components.denoiser(pipe)
+        label = components.denoiser_name(pipe)
+        names = HOOK_NAMES[name]
+        hooks = cache_hooks(model, names)
+        if not hooks:
+            return Effect(False, f"no {' or '.join(names)} hook registered on the {label}")
+        watched = [h for h in hooks if getattr(getattr(h, "fn_ref", None), "original_forward", None) is not None]
+        if not watched:
+            return Effect(
+                True,
+                f"effect not checked: {len(hooks)} {names[0]} hooks on the {label}, but this diffusers keeps no "
+                "fn_ref.original_forward on them to count what they skip",
+                checked=False,
+            )
+        calls: list[Any] = []
+        computed: list[Any] = []
+        with contextlib.ExitStack() as stack:
+            for hook in watched:
+                stack.enter_context(patched(hook.fn_ref, "forward", counting(calls)))
+                stack.enter_context(patched(hook.fn_ref, "original_forward", counting(computed)))
+            call_once(probe)
+        hits = len(calls) - len(computed)
+        line = (
+            f"{len(hooks)} hooks on the {label}; {hits} of {len(calls)} hooked calls served from the cache in one call"
+        )
+        if not calls:
+            return Effect(False, f"{len(hooks)} hooks on the {label}, never called in one call")
+        return Effect(hits > 0, line + ("" if hits else ": the cache never hit"))
+
+    return effect
+
+
 def _cache_apply(name: str) -> Any:
     def apply(pipe: Any, ctx: ApplyContext) -> Any:
         model = components.denoiser(pipe)
@@ -97,4 +155,5 @@ def register_all(registry: Registry) -> None:
             default=True,
             requires=Requirements(families=("transformer",), attribute=("diffusers.hooks", config_class)),
             description=description,
+            effect=_cache_effect(name),
         )(_cache_apply(name))

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import components
+from .effects import Probe, compiled_regions, plural
 from .precision import LOSSLESS_SSIM
-from .registry import STAGE_COMPILE, STAGE_LAYOUT, ApplyContext, Registry, Requirements
+from .registry import STAGE_COMPILE, STAGE_LAYOUT, ApplyContext, Effect, Registry, Requirements
 
 # The inductor flags of the diffusers "Accelerate inference" guide for max-autotune.
 GUIDE_INDUCTOR_FLAGS: dict[str, bool] = {
@@ -55,8 +56,78 @@ def _inductor_flags(mode: str | None) -> Any:
     return nullcontext()
 
 
-def _compile_apply(mode: str | None) -> Any:
+def dynamo_counts() -> dict[str, int]:
+    """Dynamo's process-wide counters: graphs compiled and graph breaks so far."""
+    from torch._dynamo.utils import counters
+
+    return {"graphs": int(counters["stats"]["unique_graphs"]), "breaks": int(sum(counters["graph_break"].values()))}
+
+
+def _since(before: dict[str, int] | None) -> dict[str, int]:
+    now = dynamo_counts()
+    before = before or {}
+    # torch._dynamo.reset() clears the counters: then count from zero
+    return {k: now[k] - before.get(k, 0) if now[k] >= before.get(k, 0) else now[k] for k in now}
+
+
+def is_compiled(fn: Any) -> bool:
+    """A callable produced by torch.compile (dynamo's wrapper keeps the original)."""
+    return fn is not None and hasattr(fn, "_torchdynamo_orig_callable")
+
+
+def _compile_effect(name: str, what: str, targets: Any) -> Any:
+    """Effect of a compile: the target is compiled, dynamo compiled graphs since apply with no graph
+    break, and compiled code ran inside the target during one call.
+
+    ``targets(pipe) -> (compiled, eligible, {label: (object, attribute)})``: how many of the
+    target's callables are compiled, out of how many, and where to watch them run."""
+
+    def effect(pipe: Any, probe: Probe) -> Effect:
+        compiled, eligible, watch = targets(pipe)
+        head = f"{what} compiled {compiled}/{eligible}"
+        if not compiled:
+            return Effect(False, head)
+        before = probe.ctx.state.get(name)
+        if before is None:
+            return Effect(False, f"{head}, but no dynamo counters were recorded at apply")
+        counts = _since(before)
+        graphs, breaks = plural(counts["graphs"], "graph"), plural(counts["breaks"], "graph break")
+        line = f"{head}; {graphs} compiled since apply, {breaks}"
+        if counts["breaks"]:
+            return Effect(False, line + " (graph breaks: part of it runs eagerly)")
+        if not counts["graphs"]:
+            return Effect(False, line + " (nothing was compiled: it runs eagerly)")
+        ran = sum(compiled_regions(probe, watch).values())
+        return Effect(ran > 0, f"{line}; compiled code ran inside it {plural(ran, 'time')} in one call")
+
+    return effect
+
+
+def _denoiser_target(pipe: Any) -> tuple[int, int, dict[str, tuple[Any, str]]]:
+    model = components.denoiser(pipe)
+    impl = getattr(model, "_compiled_call_impl", None)
+    compiled = is_compiled(impl) or is_compiled(getattr(model, "forward", None))
+    watch = {"denoiser": (model, "_compiled_call_impl")} if is_compiled(impl) else {}
+    return int(compiled), 1, watch
+
+
+def _regional_target(pipe: Any) -> tuple[int, int, dict[str, tuple[Any, str]]]:
+    model = components.denoiser(pipe)
+    names = set(getattr(model, "_repeated_blocks", None) or ())
+    blocks = [m for m in model.modules() if type(m).__name__ in names]
+    compiled = [m for m in blocks if is_compiled(getattr(m, "_compiled_call_impl", None))]
+    return len(compiled), len(blocks), {"denoiser": (model, "forward")}
+
+
+def _vae_target(pipe: Any) -> tuple[int, int, dict[str, tuple[Any, str]]]:
+    vae = getattr(pipe, "vae", None)
+    compiled = vae is not None and is_compiled(vae.__dict__.get("decode"))
+    return int(compiled), 1, {"vae": (vae, "decode")} if compiled else {}
+
+
+def _compile_apply(mode: str | None, name: str) -> Any:
     def apply(pipe: Any, ctx: ApplyContext) -> Any:
+        ctx.state[name] = dynamo_counts()
         model = components.denoiser(pipe)
         kwargs: dict[str, Any] = {"fullgraph": True}
         if mode:
@@ -71,6 +142,33 @@ def _compile_apply(mode: str | None) -> Any:
     return apply
 
 
+def channels_last_effect(pipe: Any) -> Effect:
+    """Effect: the conv weights of the denoiser and the VAE are channels_last (1x1 kernels are
+    left out: both layouts are the same for them)."""
+    import torch
+
+    parts: list[str] = []
+    total = 0
+    done = 0
+    for name in (components.denoiser_name(pipe), "vae"):
+        model = getattr(pipe, name, None)
+        if model is None:
+            continue
+        weights = [
+            m.weight
+            for m in model.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.weight.dim() == 4 and m.weight.shape[2:].numel() > 1
+        ]
+        last = sum(1 for w in weights if w.is_contiguous(memory_format=torch.channels_last))
+        parts.append(f"{name} {last}/{len(weights)}")
+        total += len(weights)
+        done += last
+    line = "conv weights channels_last: " + ", ".join(parts)
+    if not total:
+        return Effect(False, "no conv layer with a kernel larger than 1x1: channels_last changes nothing")
+    return Effect(done == total, line)
+
+
 def register_all(registry: Registry) -> None:
     register = registry.register
     common = {"family": "compile", "builtin": True, "min_ssim": LOSSLESS_SSIM, "compiles": True}
@@ -82,17 +180,20 @@ def register_all(registry: Registry) -> None:
             exclusive="denoiser compile",
             default=name == "compile",
             description=description + " (fullgraph=True)",
+            effect=_compile_effect(name, "denoiser", _denoiser_target),
             **common,
-        )(_compile_apply(mode))
+        )(_compile_apply(mode, name))
 
     @register(
         "compile-regional",
         stage=STAGE_COMPILE,
         exclusive="denoiser compile",
         description="compile_repeated_blocks(fullgraph=True): compiles the repeated block once, fast cold start",
+        effect=_compile_effect("compile-regional", "repeated blocks", _regional_target),
         **common,
     )
-    def compile_regional(pipe: Any) -> Any:
+    def compile_regional(pipe: Any, ctx: ApplyContext) -> Any:
+        ctx.state["compile-regional"] = dynamo_counts()
         model = components.denoiser(pipe)
         if not getattr(model, "_repeated_blocks", None):
             raise ValueError(f"{type(model).__name__} declares no _repeated_blocks; use 'compile' instead")
@@ -103,11 +204,13 @@ def register_all(registry: Registry) -> None:
         "compile-vae",
         stage=STAGE_COMPILE + 1,
         description="torch.compile of the VAE decode (fullgraph=True), in the mode of the denoiser compile",
+        effect=_compile_effect("compile-vae", "VAE decode", _vae_target),
         **common,
     )
     def compile_vae(pipe: Any, ctx: ApplyContext) -> Any:
         import torch
 
+        ctx.state["compile-vae"] = dynamo_counts()
         mode = compile_mode_of(ctx)
         kwargs: dict[str, Any] = {"fullgraph": True}
         if mode:
@@ -126,6 +229,7 @@ def register_all(registry: Registry) -> None:
         default=True,
         families=("unet",),
         description="channels_last memory format for the UNet and the VAE",
+        effect=channels_last_effect,
     )
     def channels_last(pipe: Any) -> Any:
         import torch

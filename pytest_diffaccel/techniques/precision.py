@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import components
-from .registry import STAGE_PRECISION, ApplyContext, Registry, Requirements
+from .effects import Probe, call_once, counting, millions, patched
+from .registry import STAGE_PRECISION, ApplyContext, Effect, Registry, Requirements
 
 # Thresholds were set from the noise floor measured on tiny-sd (see README, "How the SSIM thresholds were chosen").
 LOSSLESS_SSIM = 0.97
@@ -28,6 +29,80 @@ def _cast(pipe: Any, ctx: ApplyContext, dtype_name: str) -> Any:
         components.cast_inputs(vae, "encode", lambda: torch.float32)
         ctx.note("VAE kept in fp32 (force_upcast)")
     return pipe
+
+
+def _kept_in_fp32(module: Any) -> tuple[str, ...]:
+    """Module name fragments a library keeps in fp32 whatever the load dtype (T5's ``wo``)."""
+    return tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
+
+
+def dtype_effect(dtype_name: str) -> Any:
+    """Effect: the floating parameters of every model component are in ``dtype_name``
+    (fp16: a VAE whose config sets force_upcast stays fp32; float8 storage of layerwise casting
+    and modules a library keeps in fp32 are left out)."""
+
+    def effect(pipe: Any) -> Effect:
+        import torch
+
+        expected = getattr(torch, dtype_name)
+        storage = {d for d in (getattr(torch, n, None) for n in ("float8_e4m3fn", "float8_e5m2")) if d is not None}
+        seen: list[str] = []
+        wrong: list[str] = []
+        for name, module in components.modules(pipe):
+            want = expected
+            if name == "vae" and expected is torch.float16 and getattr(module.config, "force_upcast", False):
+                want = torch.float32
+            keep = _kept_in_fp32(module)
+            total = off = 0
+            found: dict[str, int] = {}
+            for pname, param in module.named_parameters():
+                if not param.is_floating_point() or param.dtype in storage:
+                    continue
+                if keep and param.dtype is torch.float32 and any(k in pname.split(".") for k in keep):
+                    continue
+                total += param.numel()
+                if param.dtype is not want:
+                    off += param.numel()
+                    found[str(param.dtype).removeprefix("torch.")] = 1
+            if not total:
+                continue
+            short = str(want).removeprefix("torch.")
+            if off:
+                wrong.append(f"{name}: {millions(off)} of {millions(total)} parameters {', '.join(found)}, not {short}")
+            else:
+                seen.append(name if want is expected else f"{name} {short} (force_upcast)")
+        if not seen and not wrong:
+            return Effect(False, "no floating-point parameters found in the pipeline's models")
+        if wrong:
+            return Effect(False, "; ".join(wrong))
+        return Effect(True, f"parameters {dtype_name}: " + ", ".join(seen))
+
+    return effect
+
+
+def tf32_on() -> bool:
+    """TF32 is on for CUDA matmuls and cuDNN convolutions (torch's current API or the older flags)."""
+    import torch
+
+    matmul = torch.backends.cuda.matmul
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    try:
+        return bool(matmul.fp32_precision == "tf32" and conv is not None and conv.fp32_precision == "tf32")
+    except (AttributeError, RuntimeError):
+        return bool(matmul.allow_tf32 and torch.backends.cudnn.allow_tf32)
+
+
+def tf32_effect(pipe: Any, probe: Probe) -> Effect:
+    """Effect: TF32 is on inside every denoiser call of one probe call."""
+    name = components.denoiser_name(pipe)
+    states: list[bool] = []
+    with patched(components.denoiser(pipe), "forward", counting(states, lambda *a, **k: tf32_on())):
+        call_once(probe)
+    if not states:
+        return Effect(False, f"the {name} was not called in one probe call")
+    on = sum(states)
+    line = f"TF32 on (matmul and cuDNN conv) in {on}/{len(states)} {name} calls of one call"
+    return Effect(on == len(states), line)
 
 
 @contextmanager
@@ -66,6 +141,7 @@ def register_all(registry: Registry) -> None:
         exclusive="precision",
         dtype="float32",
         default=True,
+        effect=dtype_effect("float32"),
         description="float32 weights and math, TF32 off: the reference itself, timed as a technique",
         **common,
     )
@@ -78,6 +154,7 @@ def register_all(registry: Registry) -> None:
         exclusive="precision",
         dtype="bfloat16",
         default=True,
+        effect=dtype_effect("bfloat16"),
         description="bfloat16 weights (torch_dtype=torch.bfloat16)",
         **common,
     )
@@ -90,6 +167,7 @@ def register_all(registry: Registry) -> None:
         exclusive="precision",
         dtype="float16",
         default=True,
+        effect=dtype_effect("float16"),
         description="float16 weights; a VAE whose config sets force_upcast stays in fp32",
         **common,
     )
@@ -102,6 +180,7 @@ def register_all(registry: Registry) -> None:
         requires=Requirements(cuda=True, min_capability=(8, 0)),
         default=True,
         description="TensorFloat-32 for CUDA matmuls and convolutions (Ampere and newer)",
+        effect=tf32_effect,
         **common,
     )
     def tf32_technique(pipe: Any, ctx: ApplyContext) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import components
-from .registry import STAGE_QUANTIZE, ApplyContext, Registry, Requirements
+from .registry import STAGE_QUANTIZE, ApplyContext, Effect, Registry, Requirements
 
 MIN_FEATURES = 16  # a linear layer narrower than this on either side is left alone
 FLOAT8_MIN_FEATURES = 128  # torchao's float8 kernels scale activations in 1x128 blocks (seen on an H200)
@@ -121,6 +121,39 @@ def _quant_apply(config_name: str, kwargs: dict[str, Any]) -> Any:
     return apply
 
 
+def is_torchao_tensor(tensor: Any) -> bool:
+    """A torchao tensor subclass (the quantized weight itself, not a flag)."""
+    return any(cls.__module__.split(".")[0] == "torchao" for cls in type(tensor).__mro__)
+
+
+def _quant_effect(config_name: str) -> Any:
+    def effect(pipe: Any) -> Effect:
+        """Effect: the eligible linear layers (the technique's own filter) hold torchao tensors."""
+        keep = filter_for(config_name)
+        parts: list[str] = []
+        classes: set[str] = set()
+        eligible_total = quantized_total = 0
+        for name in (components.denoiser_name(pipe), "vae"):
+            model = getattr(pipe, name, None)
+            if model is None:
+                continue
+            eligible = [m for fqn, m in model.named_modules() if keep(m, fqn)]
+            quantized = [m for m in eligible if is_torchao_tensor(m.weight)]
+            classes |= {type(m.weight).__name__ for m in quantized}
+            if eligible:
+                parts.append(f"{name} {len(quantized)}/{len(eligible)}")
+            eligible_total += len(eligible)
+            quantized_total += len(quantized)
+        if not eligible_total:
+            return Effect(False, "no eligible linear layer in this model: nothing to quantize")
+        line = "linear layers holding torchao tensors: " + ", ".join(parts)
+        if classes:
+            line += f" ({', '.join(sorted(classes))})"
+        return Effect(quantized_total > 0, line)
+
+    return effect
+
+
 def register_all(registry: Registry) -> None:
     for name, (config_name, kwargs, requires, ssim, description) in CONFIGS.items():
         registry.register(
@@ -133,4 +166,5 @@ def register_all(registry: Registry) -> None:
             exclusive="weight quantization",
             default=True,
             description=description,
+            effect=_quant_effect(config_name),
         )(_quant_apply(config_name, kwargs))

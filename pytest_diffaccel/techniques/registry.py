@@ -125,6 +125,22 @@ def unmet(requirements: Requirements, env: Environment) -> list[str]:
     return reasons
 
 
+@dataclass(frozen=True)
+class Effect:
+    """What a technique's effect check observed on the pipeline that was timed.
+
+    ``applied=False``: the effect is absent and the test fails "not applied" with ``line`` as the
+    reason. ``checked=False``: the technique declares no check (``line`` says so).
+    """
+
+    applied: bool
+    line: str  # one line for every report: what was observed, e.g. "16/16 attention modules fused"
+    checked: bool = True
+
+
+NOT_CHECKED = "effect not checked"
+
+
 @dataclass
 class ApplyContext:
     """Handed to built-in techniques: where they run and what they are applied with."""
@@ -136,12 +152,40 @@ class ApplyContext:
     spec: Any = None  # the Spec being applied
     notes: list[str] = field(default_factory=list)  # shown in the report (e.g. "VAE kept in fp32")
     call_contexts: list[Callable[[], AbstractContextManager[Any]]] = field(default_factory=list)
+    # what a technique's apply stashes for its effect check (a snapshot of dynamo counters...), by technique name
+    state: dict[str, Any] = field(default_factory=dict)
 
     def note(self, text: str) -> None:
         self.notes.append(text)
 
 
 ApplyFn = Callable[..., Any]
+EffectFn = Callable[..., Any]  # (pipe) or (pipe, probe) -> Effect, bool or (bool, str)
+
+
+def _positional_count(fn: Callable[..., Any]) -> int | None:
+    """How many positional arguments ``fn`` takes (a large number for ``*args``); None if unknown."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 1 << 16
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def as_effect(name: str, value: Any) -> Effect:
+    """An effect function's return value as an :class:`Effect` (a bool or a (bool, str) tuple is accepted)."""
+    if isinstance(value, Effect):
+        return value
+    if isinstance(value, bool):
+        return Effect(value, "effect check passed" if value else "effect check returned False")
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], bool) and isinstance(value[1], str):
+        return Effect(value[0], value[1])
+    raise SpecError(
+        f"technique {name!r}: its effect check returned {type(value).__name__} {value!r:.60}; "
+        "return an Effect, a bool or a (bool, str) tuple"
+    )
 
 
 @dataclass(frozen=True)
@@ -161,6 +205,7 @@ class Technique:
     builtin: bool = False
     default: bool = False  # part of the default matrix
     compiles: bool = False  # warm-up until steady; recompilation is watched
+    effect: EffectFn | None = None  # (pipe) or (pipe, probe): did the technique take effect?
 
     def run(self, pipe: Any, ctx: ApplyContext) -> Any:
         result = self.apply(pipe, ctx) if self._takes_context() else self.apply(pipe)
@@ -178,6 +223,14 @@ class Technique:
         except (TypeError, ValueError):
             return False
         return len(params) >= 2
+
+    def check(self, pipe: Any, probe: Any) -> Effect:
+        """Run the effect check on the pipeline this technique was applied to (``probe``: effects.Probe)."""
+        if self.effect is None:
+            return Effect(True, NOT_CHECKED, checked=False)
+        count = _positional_count(self.effect)
+        value = self.effect(pipe, probe) if count is not None and count >= 2 else self.effect(pipe)
+        return as_effect(self.name, value)
 
 
 @dataclass(frozen=True)
@@ -267,8 +320,13 @@ class Registry:
         min_capability: tuple[int, int] | None = None,
         packages: Mapping[str, str] | None = None,
         families: Sequence[str] = (),
+        effect: EffectFn | None = None,
     ) -> Callable[[ApplyFn], ApplyFn]:
-        """Decorator: ``@register("my-attn", min_ssim=0.98)`` over ``def apply(pipe): ... return pipe``."""
+        """Decorator: ``@register("my-attn", min_ssim=0.98)`` over ``def apply(pipe): ... return pipe``.
+
+        ``effect``: a function ``(pipe)`` or ``(pipe, probe)`` that observes whether the technique took
+        effect on the pipeline that was timed; it returns an :class:`Effect`, a bool or ``(bool, line)``.
+        """
         if not name or any(ch in name for ch in "+,= ") or name != name.strip():
             raise SpecError(f"technique name {name!r}: use letters, digits and dashes (no '+', ',', '=' or spaces)")
         if name in self.techniques or name in self.presets:
@@ -280,6 +338,14 @@ class Registry:
         for family_name in families:
             if family_name not in FAMILIES:
                 raise SpecError(f"technique {name!r}: family {family_name!r} is not one of {', '.join(FAMILIES)}")
+        if effect is not None:
+            count = _positional_count(effect) if callable(effect) else 0
+            if not callable(effect) or count == 0:
+                got = type(effect).__name__ if not callable(effect) else "a function without arguments"
+                raise SpecError(
+                    f"technique {name!r}: effect= takes a function (pipe) or (pipe, probe) that returns an Effect, "
+                    f"a bool or (bool, str); got {got}"
+                )
         if requires is None:
             requires = Requirements(
                 cuda=cuda,
@@ -307,6 +373,7 @@ class Registry:
                 builtin=builtin,
                 default=default,
                 compiles=compiles,
+                effect=effect,
             )
             return fn
 
