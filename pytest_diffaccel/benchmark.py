@@ -82,18 +82,24 @@ class Benchmark:
         first = maker.first(pipe, contexts_of(self.applied), reuse)
         seeds = self._seeds(pipe, call, first, reference, maker)
         scores, why_broken = self._fidelity(seeds)
+        effects = self._effects(pipe, call, maker)
         entry, note = state.baseline_for(test_id, call)
         regression = self._regression(entry, seeds, scores)
         figure = maker.figure
         blocks = [first]
         judgement, note = self._latency(blocks, entry, note, figure, maker, pipe, reuse)
         figures = self._figures(first, entry)
-        decision = self._decide(first, scores, why_broken, entry, note, judgement, figures, reference, regression)
+        decision = self._decide(
+            first, scores, why_broken, entry, note, judgement, figures, reference, regression, effects
+        )
         result = self._result(test_id, call, first, blocks, figure, scores, reference, note, decision, reuse)
         result.fidelity_seeds = [s for s, _, _ in seeds]
         result.per_seed_ssim = list(scores.per_seed) if scores else []
         result.thumbnail = _thumbnail(first.measurement.images)
         result.reference_thumbnail = _thumbnail(reference.images)
+        result.effects = [
+            {"part": label, "applied": e.applied, "checked": e.checked, "line": e.line} for label, e in effects
+        ]
         if entry:
             result.baseline_samples = list(entry.get("relative_samples" if figure == "ratio" else "samples") or [])
             result.history = [math.exp(v) for v in (history.levels(history.runs_of(entry), figure) or [[]])[-1]]
@@ -113,6 +119,17 @@ class Benchmark:
             for seed in extra:
                 seeded.append((seed, generate(pipe, call, maker.contexts, seed=seed), references[seed]))
         return seeded
+
+    def _effects(self, pipe: Any, call: Call, maker: BlockMaker) -> list[tuple[str, Any]]:
+        """Did each part of the technique take effect on the pipeline that was timed (its effect check)?"""
+        if self.applied is None:  # a pipeline the test made itself: nothing to check it against
+            return []
+        from .techniques.effects import Probe, check_effects
+
+        if self.progress is not None:
+            self.progress("checking the effect")
+        probe = Probe(ctx=self.applied, run_call=lambda: generate(pipe, call, maker.contexts), device=self.state.device)
+        return check_effects(self.spec, pipe, probe)
 
     def _fidelity(self, seeds: list[Seeded]) -> tuple[fidelity.Fidelity | None, str | None]:
         """The worst case over the seeds: broken on any image breaks the result."""
@@ -238,6 +255,7 @@ class Benchmark:
         figures: list[tuple[str, latency.Judgement]],
         reference: Any,
         regression: fidelity.Regression | None,
+        effects: list[tuple[str, Any]],
     ) -> verdict.Verdict:
         state, settings, spec, measurement = self.state, self.settings, self.spec, first.measurement
         baseline_peak = entry.get("peak_memory") if entry else None
@@ -250,6 +268,7 @@ class Benchmark:
                 psnr=scores.psnr if scores else None,
                 min_ssim=self._min_ssim(),
                 regression=regression,
+                effects=[(label, e.applied, e.checked, e.line) for label, e in effects],
                 latency=judgement,
                 figures=figures,
                 max_slowdown=settings.max_slowdown,

@@ -58,6 +58,7 @@ class Result:
     per_seed_ssim: list[float] = field(default_factory=list)  # the lowest SSIM of each seed's batch
     thumbnail: str | None = None  # base64 PNG of the first seed's images, reduced (thumbnails.py)
     reference_thumbnail: str | None = None
+    effects: list[dict[str, Any]] = field(default_factory=list)  # per part: applied, checked, line
     wall_seconds: float | None = None  # the whole diffaccel_benchmark call: every block, fidelity, checks
     history: list[float] = field(default_factory=list)  # the baseline history's runs (newest level), same figure
     recorded: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -92,7 +93,7 @@ class Result:
         the only results that may become a baseline."""
         if self.verdict is None or not self.measured:
             return False
-        kept = ("broken", "fidelity", "fidelity regression", "measurement")
+        kept = ("broken", "fidelity", "fidelity regression", "not applied", "measurement")
         return all(g.passed for g in self.verdict.gates if g.name in kept)
 
     def baseline_change(self) -> str:
@@ -116,6 +117,14 @@ class Result:
         if context:
             lines.append("  (" + ", ".join(context) + ")")
         return "\n".join(lines)
+
+    @property
+    def effect_line(self) -> str:
+        """One line: what the effect checks saw ("effect not checked" when none was declared)."""
+        from .techniques import Effect
+        from .techniques.effects import summary
+
+        return summary([(e["part"], Effect(e["applied"], e["line"], e["checked"])) for e in self.effects])
 
     @property
     def changed_level(self) -> bool:

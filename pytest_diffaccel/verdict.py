@@ -46,6 +46,7 @@ class Inputs:
     psnr: float | None
     min_ssim: float
     regression: Regression | None = None  # fidelity vs the technique's own baseline (None: none stored)
+    effects: Sequence[tuple[str, bool, bool, str]] = ()  # (part, applied, checked, line) per part
     latency: Judgement | None = None  # None: no history to judge against (baseline_note says why)
     figures: Sequence[tuple[str, Judgement]] = ()  # ("compile time", ...), ("cold start", ...)
     max_slowdown: float = 0.10
@@ -131,6 +132,16 @@ def decide(inputs: Inputs) -> Verdict:
     # 2b. fidelity vs the technique's own baseline: what it did before, not only a constant
     if inputs.regression is not None:
         gates.append(Gate("fidelity regression", not inputs.regression.failed, inputs.regression.describe()))
+
+    # 2c. the technique took effect (each part's effect check)
+    absent = [(part, line) for part, applied, _, line in inputs.effects if not applied]
+    checked = [(part, line) for part, applied, was_checked, line in inputs.effects if applied and was_checked]
+    if absent:
+        gates.append(Gate("not applied", False, "; ".join(f"{part}: {line}" for part, line in absent)))
+    elif checked:
+        gates.append(Gate("not applied", True, "; ".join(f"{part}: {line}" for part, line in checked)))
+    elif inputs.effects:
+        gates.append(Gate("not applied", True, "effect not checked", judged=False))
 
     # 3. speed-up vs the reference of this run
     if inputs.min_speedup is None or inputs.speedup is None:

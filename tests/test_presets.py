@@ -3,6 +3,8 @@ SDXL and Flux presets running their matrices, caching on a transformer, skip rea
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pytest_diffaccel.models import PRESETS, ModelError, arch, model_info
@@ -89,20 +91,39 @@ def test_list_techniques_for_a_transformer_model(pytester: pytest.Pytester):
         ("tiny-flux", "fp32,bf16,fuse-qkv,sdpa-math,tiny-vae,cache-first-block,cache-taylorseer,channels-last", 7, 1),
     ],
 )
-def test_tiny_presets_run_their_matrices(user_suite, run_inner, model, techniques, passed, skipped):
-    result = run_inner(f"--diffaccel-model={model}", f"--diffaccel-techniques={techniques}", "-rs")
+def test_tiny_presets_run_their_matrices(user_suite, run_inner, model, techniques, passed, skipped, tmp_path):
+    report = tmp_path / "r.json"
+    result = run_inner(
+        f"--diffaccel-model={model}", f"--diffaccel-techniques={techniques}", "-rs", f"--diffaccel-json={report}"
+    )
     missing = len(missing_caches(techniques))  # skipped with their reason on an older diffusers
     result.assert_outcomes(passed=passed - missing, skipped=skipped + missing)
     result.stdout.fnmatch_lines([f"model {model} on cpu*", "technique*verdict"])
+    assert_effects_reported(report, passed - missing)
 
 
-def test_caching_runs_for_real_on_the_transformer_preset(user_suite, run_inner):
+def assert_effects_reported(report, count: int) -> None:
+    """Each built-in technique's effect line is in the JSON report, checked and applied."""
+    benchmarks = json.loads(report.read_text())["benchmarks"]
+    assert len(benchmarks) == count
+    for bench in benchmarks:
+        extra = bench["extra_info"]
+        assert extra["effects"] and all(e["checked"] and e["applied"] for e in extra["effects"]), extra["technique"]
+        assert extra["effect"] and "not checked" not in extra["effect"], extra["technique"]
+
+
+def test_caching_runs_for_real_on_the_transformer_preset(user_suite, run_inner, tmp_path):
+    """Each cache passes every gate on tiny-flux, its effect check included: a cache that runs but
+    never reuses anything is no pass."""
     techniques = "cache-pab,cache-faster,cache-mag"
-    result = run_inner("--diffaccel-model=tiny-flux", f"--diffaccel-techniques={techniques}")
-    outcomes = result.parseoutcomes()
-    ran = 3 - len(missing_caches(techniques))
-    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == ran, result.stdout.str()
-    result.stdout.fnmatch_lines(["cache-pab *", "cache-faster *", "cache-mag *"])
+    report = tmp_path / "r.json"
+    result = run_inner(
+        "--diffaccel-model=tiny-flux", f"--diffaccel-techniques={techniques}", "-rs", f"--diffaccel-json={report}"
+    )
+    missing = missing_caches(techniques)  # skipped with their reason on an older diffusers
+    result.assert_outcomes(passed=3 - len(missing), skipped=len(missing))
+    result.stdout.fnmatch_lines([f"{name} *pass*" for name in techniques.split(",") if name not in missing])
+    assert_effects_reported(report, 3 - len(missing))
 
 
 CPU_TECHNIQUES = (
@@ -111,9 +132,14 @@ CPU_TECHNIQUES = (
 )
 
 
-def test_every_cpu_technique_runs_for_real_on_tiny_sd(user_suite, run_inner):
+def test_every_cpu_technique_runs_for_real_on_tiny_sd(user_suite, run_inner, tmp_path):
     """The rest of the CPU-runnable techniques (the others run in the tests above and in
-    tests/test_gates.py); full-model compile, minutes cold on the CPU, runs in `pytest examples`."""
-    result = run_inner(f"--diffaccel-techniques={CPU_TECHNIQUES}", "--diffaccel-rounds=3", "--diffaccel-max-rounds=3")
+    tests/test_gates.py); full-model compile runs, 1 step, in tests/test_techniques.py."""
+    report = tmp_path / "r.json"
+    result = run_inner(
+        f"--diffaccel-techniques={CPU_TECHNIQUES}", "--diffaccel-rounds=3", "--diffaccel-max-rounds=3",
+        f"--diffaccel-json={report}",
+    )  # fmt: skip
     result.assert_outcomes(passed=len(CPU_TECHNIQUES.split(",")))
     result.stdout.fnmatch_lines(["int8-dynamic *pass*", "layerwise-fp8 *pass*", "compile-regional *pass*"])
+    assert_effects_reported(report, len(CPU_TECHNIQUES.split(",")))

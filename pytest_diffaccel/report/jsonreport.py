@@ -64,6 +64,8 @@ def benchmark_entry(result: Any, state: Any) -> dict[str, Any]:
             "apply_seconds": result.apply_seconds,
             "compile_cache": result.compile_cache,
             "blocks": list(result.blocks),
+            "effect": result.effect_line,
+            "effects": list(result.effects),
             "wall_seconds": result.wall_seconds,
             "warmup": list(result.warmup),
             "stop_reason": result.stop_reason,

@@ -18,6 +18,11 @@ def render_markdown(state: Any) -> str:
     lines.append("|" + "|".join(["---"] + ["---:"] * 5 + ["---"]) + "|")
     for row in table.rows(results):
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+    measured = [r for r in results if r.measured]
+    if measured:
+        lines += ["", "<details><summary>Effects</summary>", ""]
+        lines += [f"- {_cell(r.technique)}: {_cell(r.effect_line)}" for r in measured]
+        lines += ["", "</details>"]
     failed = [r for r in results if r.failed]
     if failed:
         lines += ["", "### Failures", ""]

@@ -72,8 +72,19 @@ def summary(tr: Any, state: Any) -> None:
         tr.write_line("skipped:")
         for r in skipped:
             tr.write_line(f"  {r.technique}: {r.reason.removeprefix(r.technique + ': ')}")
+    measured_results = [r for r in results if r.measured]
+    if measured_results:
+        tr.write_line("effects:")
+        for r in measured_results:
+            tr.write_line(f"  {r.technique}: {r.effect_line}", red=r.effect_line.startswith("NOT APPLIED"))
     for line in latency_lines(state):
         tr.write_line(line)
+    measured = [r for r in results if r.measured]
+    if measured and all(r.baseline_note.startswith("no baseline") for r in measured) and not state.settings.save:
+        tr.write_line(
+            f"no baseline for {state.machine} yet: record one with "
+            "`pytest ... --diffaccel-save=all --diffaccel-save-runs=5` (5 runs, one process each)"
+        )
     failed = [r for r in results if r.failed]
     if failed:
         tr.write_line("failed:")
