@@ -19,9 +19,11 @@
 #         Compile mode: torch.compile's default mode (fullgraph=True); max-autotune of a full SDXL
 #         UNet takes longer than this proof's budget.
 # Output: docs/gpu-results.md (or $GPU_PROOF_DOC), and the JSON reports in $OUT or build/gpu-proof.
+# Interpreter: $PYTHON (default python3, the first on PATH), used for every Python step.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+PYTHON=${PYTHON:-python3}
 DRY=0
 if [[ "${1:-}" == "--dry-run" ]]; then DRY=1; fi
 RESULTS=${GPU_PROOF_RESULTS:-${OUT:-build/gpu-proof}}
@@ -30,9 +32,9 @@ BUDGET=${GPU_PROOF_BUDGET:-400}   # seconds for the sd15 and sdxl ladders togeth
 mkdir -p "$RESULTS" "$(dirname "$DOC")"
 started=$(date +%s)
 
-if ! python3 -c "import diffusers, torchao" >/dev/null 2>&1; then
+if ! "$PYTHON" -c "import diffusers, torchao" >/dev/null 2>&1; then
   if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/diffaccel-site .whl/*.whl || exit 2
     export PYTHONPATH=/tmp/diffaccel-site${PYTHONPATH:+:$PYTHONPATH}
   else
@@ -43,13 +45,13 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/diffaccel-inductor}
 plugin=()
-if ! python3 - <<'EOF'
+if ! "$PYTHON" - <<'EOF'
 import importlib.metadata as m, sys
 sys.exit(0 if any(e.name == "diffaccel" for e in m.entry_points(group="pytest11")) else 1)
 EOF
 then plugin=(-p pytest_diffaccel.plugin); fi
 
-python3 - <<'EOF'
+"$PYTHON" - <<'EOF'
 import torch, diffusers, torchao
 print(f"gpu-proof: torch {torch.__version__}, diffusers {diffusers.__version__}, torchao {torchao.__version__}, "
       f"cuda {torch.cuda.is_available() and torch.cuda.get_device_name()}")
@@ -78,7 +80,7 @@ run_ladder() {  # name model techniques seconds [extra pytest options]
   local name=$1 model=$2 techniques=$3 seconds=$4
   shift 4
   echo "gpu-proof: ladder $name on $model ($techniques), at most ${seconds}s"
-  timeout --signal=INT --kill-after=20 "$seconds" python3 -m pytest examples "${plugin[@]}" -p no:cacheprovider -q -rs \
+  timeout --signal=INT --kill-after=20 "$seconds" "$PYTHON" -m pytest examples "${plugin[@]}" -p no:cacheprovider -q -rs \
     "${device[@]}" "${call[@]}" --diffaccel-model="$model" --diffaccel-techniques="$techniques" \
     --diffaccel-json="$RESULTS/$name.json" "$@"
   status=$?
@@ -106,7 +108,7 @@ reports+=("$RESULTS/sd15.json" "$RESULTS/sdxl.json")
 
 title="GPU results"
 [[ $DRY == 1 ]] && title="GPU proof, dry run on the CPU (tiny presets, wiring only)"
-python3 scripts/gpu_results.py "${reports[@]}" --title "$title" \
+"$PYTHON" scripts/gpu_results.py "${reports[@]}" --title "$title" \
   --command "bash scripts/gpu-proof.sh$([[ $DRY == 1 ]] && echo ' --dry-run')" > "$DOC"
 cp "$DOC" "$RESULTS/" 2>/dev/null || true
 echo "gpu-proof: wrote $DOC in $(( $(date +%s) - started ))s"

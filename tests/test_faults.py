@@ -104,75 +104,160 @@ def test_pickle_only_weights_are_refused_unless_allowed(project, run_inner, tmp_
 
 SAVER = textwrap.dedent(
     """
+    import hashlib
     import sys
     from pathlib import Path
     from pytest_diffaccel import baselines
 
+    def digest(data):
+        return hashlib.sha256(data).hexdigest()
+
+    write_atomic = baselines.write_atomic
+
+    def announced(path, text):  # says which version it is about to write, then writes it
+        print("writing", digest(text.encode("utf-8")), flush=True)
+        write_atomic(path, text)
+
+    baselines.write_atomic = announced
     path = Path(sys.argv[1])
+    print("old", digest(path.read_bytes()), flush=True)
     big = {"samples": [1.0] * 20000, "median": 1.0}
     i = 0
-    while True:  # keeps rewriting until killed
+    while True:  # keeps rewriting until killed; each finished save reports the file it left
         i += 1
         baselines.save(path, "m", {f"t::{i % 7}": dict(big, median=float(i))}, "all")
-        print(i, flush=True)
+        print("saved", digest(path.read_bytes()), flush=True)
     """
 )
 
 
+def _saver_lines(lines):
+    """(the file's version before the saver started, the versions its finished saves left, the
+    version it announced last): parsed from the saver's stdout."""
+    old, saved, announced = None, [], None
+    for line in lines:
+        kind, digest = line.split()
+        if kind == "old":
+            old = digest
+        elif kind == "writing":
+            announced = digest
+        else:
+            assert kind == "saved" and digest == announced, line  # a save leaves what it announced
+            saved.append(digest)
+    return old, saved, announced
+
+
 def test_killed_save_leaves_the_old_or_the_new_file(tmp_path):
+    """SIGKILL a process that keeps saving a large baseline file, right after it announces a write,
+    and after several finished saves: the file is the last finished version or the one being
+    written, byte for byte, never a mix; a temporary file may be left behind, never the baseline."""
+    import hashlib
+
     path = tmp_path / "m.json"
     baselines.save(path, "m", {"t::keep": {"samples": [1.0], "median": 1.0}}, "all")
     script = tmp_path / "saver.py"
     script.write_text(SAVER)
-    for delay in (0.05, 0.2, 0.45, 0.8):
-        process = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, env=os.environ)
-        time.sleep(delay + 0.5)
+    killed_mid_write = 0
+    for delay in (0.0, 0.0, 0.001, 0.003, 0.01):  # after the announcement of a write
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True, env=os.environ
+        )
+        assert process.stdout is not None
+        lines: list[str] = []
+        while True:  # wait for 3 finished saves and the announcement of the next write
+            line = process.stdout.readline()
+            assert line, f"the saver stopped on its own (status {process.wait(30)}) after {lines}"
+            lines.append(line)
+            _, saved, _ = _saver_lines(lines)
+            if len(saved) >= 3 and line.startswith("writing"):
+                break
+        time.sleep(delay)
         process.send_signal(signal.SIGKILL)
-        process.wait(30)
-        entries = baselines.load(path)  # parses: never half written
-        assert "t::keep" in entries
+        assert process.wait(30) == -signal.SIGKILL  # killed, not finished
+        lines += process.stdout.read().splitlines(keepends=True)  # what it said before it died
+        process.stdout.close()
+        old, saved, announced = _saver_lines(lines)
+        assert old is not None and len(saved) >= 3
+        finished = lines[-1].startswith("saved")
+        killed_mid_write += not finished
+        allowed = {saved[-1]} if finished else {saved[-1], announced}  # the last finished or the next one
+        assert hashlib.sha256(path.read_bytes()).hexdigest() in allowed
+        entries = baselines.load(path)  # parses, and the entry no save touched is still there
+        assert "t::keep" in entries and set(entries) <= {"t::keep", *(f"t::{i}" for i in range(7))}
         leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".m.json.")]
         for name in leftovers:  # a temp file may survive a kill; it is never the baseline
             (tmp_path / name).unlink()
+    assert killed_mid_write, "no kill landed between the announcement of a write and its end"
 
 
-def _summary(path):
+def _compared(path):
+    """{test id: technique} of a JSON report whose every measured result was compared with its
+    baseline and judged (the latency gate too); and its skipped tests with their reasons."""
     data = json.loads(path.read_text())
-    return sorted((b["fullname"], b["extra_info"]["verdict"]) for b in data["benchmarks"]), sorted(
-        (s["test"], s["reason"]) for s in data["diffaccel"]["skipped"]
-    )
+    techniques = {}
+    for bench in data["benchmarks"]:
+        extra = bench["extra_info"]
+        baseline = extra["baseline"]
+        assert not baseline["note"].startswith("no baseline") and baseline["ratio"] is not None, (path, bench)
+        gates = {g["gate"]: g for g in extra["gates"]}
+        assert gates["latency"]["judged"] and gates["memory"]["judged"], (path, bench["fullname"], gates)
+        assert all(g["passed"] for g in gates.values()), (path, bench["fullname"], gates)
+        assert extra["verdict"].startswith("pass") and "no baseline" not in extra["verdict"], extra["verdict"]
+        techniques[bench["fullname"]] = extra["technique"]
+    return techniques, sorted((s["test"], s["reason"]) for s in data["diffaccel"]["skipped"])
 
 
 def test_xdist_matches_the_serial_run(user_suite: pytest.Pytester, tmp_path):
+    """Baselines recorded first; then a serial run and a run on two pytest-xdist workers, each against
+    its own copy of them: the same tests, each compared with its baseline and judged, the same skips,
+    and the same baseline entries updated."""
+    import shutil
+
     pytester = user_suite
-    args = ["-p", "no:cacheprovider", "--diffaccel-rounds=6", "--diffaccel-max-rounds=6",
-            "--diffaccel-techniques=fp32,sdpa-math,channels-last,tf32"]  # fmt: skip
+    # The gates' thresholds are wide: this is about wiring (every result compared and judged, on
+    # the workers too), and a shared CPU's speed of the moment must not fail it.
+    args = ["-p", "no:cacheprovider", "--diffaccel-rounds=3", "--diffaccel-max-rounds=3", "--diffaccel-warmup=1",
+            "--diffaccel-steps=2", "--diffaccel-fidelity-seeds=1", "--diffaccel-max-blocks=1",
+            "--diffaccel-techniques=fp32,sdpa-math,channels-last,tf32",
+            "--diffaccel-max-slowdown=1000%", "--diffaccel-max-memory-increase=1000%",
+            "--diffaccel-max-compile-increase=1000%", "--diffaccel-save=all"]  # fmt: skip
+    recorded = tmp_path / "recorded"
+    first = pytester.runpytest_subprocess(*args, f"--diffaccel-baselines={recorded}")
+    first.assert_outcomes(passed=3, skipped=1)
+    first.stdout.fnmatch_lines(["fp32 *no baseline*"])
+    shutil.copytree(recorded, tmp_path / "s")
+    shutil.copytree(recorded, tmp_path / "p")
     serial = pytester.runpytest_subprocess(
-        *args,
-        f"--diffaccel-json={tmp_path / 'serial.json'}",
-        f"--diffaccel-baselines={tmp_path / 's'}",
-        "--diffaccel-save=all",
+        *args, f"--diffaccel-json={tmp_path / 'serial.json'}", f"--diffaccel-baselines={tmp_path / 's'}"
     )
     parallel = pytester.runpytest_subprocess(
-        *args, "-n", "2", f"--diffaccel-json={tmp_path / 'parallel.json'}", f"--diffaccel-baselines={tmp_path / 'p'}",
-        "--diffaccel-save=all",
+        *args, "-n", "2", f"--diffaccel-json={tmp_path / 'parallel.json'}", f"--diffaccel-baselines={tmp_path / 'p'}"
     )  # fmt: skip
     serial.assert_outcomes(passed=3, skipped=1)
     parallel.assert_outcomes(passed=3, skipped=1)
-    assert _summary(tmp_path / "serial.json") == _summary(tmp_path / "parallel.json")
-    s_entries = baselines.load(next((tmp_path / "s").glob("*.json")))
-    p_entries = baselines.load(next((tmp_path / "p").glob("*.json")))
-    assert sorted(s_entries) == sorted(p_entries) and len(s_entries) == 3
+    s_techniques, s_skipped = _compared(tmp_path / "serial.json")
+    p_techniques, p_skipped = _compared(tmp_path / "parallel.json")
+    assert s_techniques == p_techniques and sorted(s_techniques.values()) == ["channels-last", "fp32", "sdpa-math"]
+    assert s_skipped == p_skipped and len(s_skipped) == 1 and "needs CUDA" in s_skipped[0][1]
+    # one baseline file each, of the same machine, holding the same tests; every entry rewritten
+    [base] = recorded.glob("*.json")
+    [s_file], [p_file] = (tmp_path / "s").glob("*.json"), (tmp_path / "p").glob("*.json")
+    assert s_file.name == p_file.name == base.name
+    base_entries, s_entries, p_entries = (baselines.load(f) for f in (base, s_file, p_file))
+    assert sorted(s_entries) == sorted(p_entries) == sorted(base_entries) == sorted(s_techniques)
+    for test_id, entry in base_entries.items():
+        assert s_entries[test_id] != entry and p_entries[test_id] != entry, test_id
     parallel.stdout.fnmatch_lines(["*= diffaccel =*", "technique*verdict", "*tf32*skipped*"])
 
 
-def test_merge_shards(tmp_path):
+def test_merge_shards(tmp_path, capsys):
     from pytest_diffaccel.merge import main
 
-    def shard(name, ids):
+    def shard(name, ids, median=1.0):
         report = {
             "machine_info": {"node": name}, "commit_info": {"id": "abc"}, "datetime": "x", "version": "5",
-            "benchmarks": [{"fullname": i, "name": i, "stats": {"median": 1.0}, "extra_info": {}} for i in ids],
+            "benchmarks": [{"fullname": i, "name": i, "stats": {"median": median}, "extra_info": {"shard": name}}
+                           for i in ids],
             "diffaccel": {"skipped": [{"test": f"{name}::s", "technique": "tf32", "reason": "CUDA"}], "failed": []},
         }  # fmt: skip
         path = tmp_path / f"{name}.json"
@@ -185,6 +270,22 @@ def test_merge_shards(tmp_path):
     assert [x["fullname"] for x in merged["benchmarks"]] == ["t::1", "t::2", "t::3"]
     assert [s["file"] for s in merged["diffaccel"]["shards"]] == [str(a), str(b)]
     assert len(merged["diffaccel"]["skipped"]) == 2
-    c = shard("c", ["t::1"])
-    assert main([str(a), str(c), "-o", str(tmp_path / "x.json")]) == 2  # same test in two shards
+    c = shard("c", ["t::1"], median=2.0)
+    # the same test in two shards, without --prefer-last: an error naming both, and no output
+    assert main([str(a), str(c), "-o", str(tmp_path / "x.json")]) == 2
+    error = capsys.readouterr().err
+    assert "t::1" in error and str(a) in error and str(c) in error and "--prefer-last" in error
+    assert not (tmp_path / "x.json").exists()
+    # with it: the last shard's entry wins, the others stay, every shard is listed
     assert main([str(a), str(c), "-o", str(tmp_path / "x.json"), "--prefer-last"]) == 0
+    merged = json.loads((tmp_path / "x.json").read_text())
+    by_id = {x["fullname"]: x for x in merged["benchmarks"]}
+    assert sorted(by_id) == ["t::1", "t::2"] and len(merged["benchmarks"]) == 2
+    assert by_id["t::1"]["stats"]["median"] == 2.0 and by_id["t::1"]["extra_info"]["shard"] == "c"
+    assert by_id["t::2"]["extra_info"]["shard"] == "a"
+    assert [s["file"] for s in merged["diffaccel"]["shards"]] == [str(a), str(c)]
+    # and the order of the inputs decides: c then a keeps a's
+    assert main([str(c), str(a), "-o", str(tmp_path / "y.json"), "--prefer-last"]) == 0
+    merged = json.loads((tmp_path / "y.json").read_text())
+    by_id = {x["fullname"]: x for x in merged["benchmarks"]}
+    assert by_id["t::1"]["stats"]["median"] == 1.0 and by_id["t::1"]["extra_info"]["shard"] == "a"
