@@ -27,7 +27,7 @@ def quiet_progress_bars() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def _dtype_keyword() -> str:
+def dtype_keyword() -> str:
     """``dtype`` where diffusers has it (``torch_dtype`` is deprecated there), ``torch_dtype`` before."""
     try:
         import diffusers.utils.deprecation_utils as deprecation
@@ -87,7 +87,7 @@ class ModelSource:
         info = self.info
         pipeline_class = getattr(diffusers, info.pipeline_class or "DiffusionPipeline", diffusers.DiffusionPipeline)
         source = str(info.path) if info.path is not None else info.name
-        kwargs: dict[str, Any] = {_dtype_keyword(): torch.float32}
+        kwargs: dict[str, Any] = {dtype_keyword(): torch.float32}
         if not self.allow_pickle:
             kwargs["use_safetensors"] = True
         if info.kind == "preset" or info.kind == "folder" or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):

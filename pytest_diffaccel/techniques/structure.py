@@ -136,7 +136,9 @@ def register_all(registry: Registry) -> None:
                 "tiny-vae: this model has no bundled tiny VAE; name one, e.g. tiny-vae=madebyollin/taesdxl "
                 "(SDXL) or tiny-vae=madebyollin/taesd (SD 1.x)"
             )
-        vae = AutoencoderTiny.from_pretrained(str(source), torch_dtype=_dtype_of(pipe), use_safetensors=True)
+        from ..models.loading import dtype_keyword
+
+        vae = AutoencoderTiny.from_pretrained(str(source), **{dtype_keyword(): _dtype_of(pipe)}, use_safetensors=True)
         pipe.vae = vae.to(ctx.device)
         ctx.note(f"VAE: AutoencoderTiny from {source if ctx.argument else 'the bundled preset'}")
         return pipe
@@ -163,9 +165,11 @@ def register_all(registry: Registry) -> None:
         source = str(ctx.argument)
         from pathlib import Path
 
+        from ..models.loading import dtype_keyword
+
         subfolder = name if (Path(source) / name).is_dir() or not Path(source).exists() else None
         model = model_class.from_pretrained(
-            source, subfolder=subfolder, torch_dtype=_dtype_of(pipe), use_safetensors=True
+            source, subfolder=subfolder, **{dtype_keyword(): _dtype_of(pipe)}, use_safetensors=True
         )
         setattr(pipe, name, model.to(ctx.device))
         ctx.note(f"{name}: {model_class.__name__} from {source}")
