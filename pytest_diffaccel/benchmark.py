@@ -49,6 +49,7 @@ class Benchmark:
         progress: Any = None,
         fixture_pipe: Any = None,
         apply_seconds: float | None = None,
+        test_id: str | None = None,
     ) -> None:
         self.state = state
         self.item = item
@@ -58,11 +59,12 @@ class Benchmark:
         self.progress = progress
         self.fixture_pipe = fixture_pipe  # the pipeline diffaccel_pipeline made: confirmations re-apply
         self.apply_seconds = apply_seconds
+        self.test_id = test_id or item.nodeid  # a search's recipe is measured under the id its test would have
         self.results: list[Result] = []
 
     def __call__(self, pipe: Any, **call_kwargs: Any) -> Result:
         call = self.state.call_for(self.settings).with_extra(call_kwargs)
-        test_id = self.item.nodeid if not self.results else f"{self.item.nodeid}#{len(self.results) + 1}"
+        test_id = self.test_id if not self.results else f"{self.test_id}#{len(self.results) + 1}"
         started = time.perf_counter()
         try:
             result = self._run(pipe, call, test_id, call_kwargs)

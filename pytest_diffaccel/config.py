@@ -370,6 +370,26 @@ OPTIONS: tuple[Option, ...] = (
         flag=True,
     ),
     Option(
+        "search",
+        parse_bool,
+        "instead of the matrix, search for the fastest combination of techniques that passes every gate, "
+        "within --diffaccel-search-budget; the recipe found is measured and gated like a test",
+        flag=True,
+    ),
+    Option(
+        "search_budget",
+        parse_positive_float,
+        "minutes the search may spend, the recipe's own measurement included (default 5)",
+        metavar="MIN",
+    ),
+    Option(
+        "search_space",
+        parse_list,
+        "technique families (precision, attention, compile, quantization, caching, structure, memory) or "
+        "specs the search combines (default: every technique that can run here, memory savers aside)",
+        metavar="LIST",
+    ),
+    Option(
         "list_techniques",
         parse_bool,
         "list every technique, what it needs and whether it can run here, then exit",
@@ -416,6 +436,9 @@ DEFAULTS: Mapping[str, Any] = {
     "html": None,
     "gpus": None,
     "allow_pickle": False,
+    "search": False,
+    "search_budget": 5.0,
+    "search_space": None,
     "list_techniques": False,
 }
 
@@ -459,6 +482,9 @@ class Settings:
     html: Path | None = None
     gpus: tuple[int, ...] | None = None
     allow_pickle: bool = False
+    search: bool = False
+    search_budget: float = 5.0
+    search_space: tuple[str, ...] | None = None
     list_techniques: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
@@ -516,6 +542,9 @@ class Settings:
             parts.append(f"min-ssim={self.min_ssim:g}")
         if self.min_speedup is not None:
             parts.append(f"min-speedup={self.min_speedup:g}")
+        if self.search:
+            space = ",".join(self.search_space) if self.search_space else "all"
+            parts.append(f"search={self.search_budget:g}min space={space}")
         if self.save:
             parts.append(f"save={self.save}")
             if self.save_runs > 1:

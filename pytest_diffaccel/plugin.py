@@ -58,6 +58,13 @@ def pytest_configure(config: pytest.Config) -> None:
             registry.parse_all(settings.techniques)
         except SpecError as error:
             raise pytest.UsageError(f"--diffaccel-techniques: {error}") from None
+    if settings.search_space:
+        from .search import selected
+
+        try:
+            selected(registry, settings.search_space)
+        except SpecError as error:
+            raise pytest.UsageError(f"--diffaccel-search-space: {error}") from None
     from .session import DiffaccelSession
 
     if settings.save_runs > 1 and not settings.save:
@@ -208,7 +215,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # usage error (exit 4), raised once collection is over (pytest_collection_modifyitems)
     try:
         settings = state.settings_for(metafunc.definition)
-        parsed = state.registry.parse_all(settings.techniques or state.registry.defaults())
+        specs = settings.techniques or _with_recipes(state, metafunc.definition.nodeid)
+        parsed = state.registry.parse_all(specs)
     except pytest.UsageError as error:
         state.usage_errors.append(str(error))
         return
@@ -217,6 +225,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     names = [spec.name for spec in parsed]
     metafunc.parametrize("diffaccel_technique", names, ids=names, indirect=True)
+
+
+def _with_recipes(state: Any, base: str) -> tuple[str, ...]:
+    """The default matrix, plus the recipes a --diffaccel-search saved for this test."""
+    from .search_item import saved_recipes
+
+    defaults = tuple(state.registry.defaults())
+    return defaults + tuple(r for r in saved_recipes(state, base) if r not in defaults)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -229,6 +245,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     state.used = True
     _check_inputs(state, load=not config.option.collectonly)
+    if state.settings.search:
+        from .search_item import replace_matrix
+
+        replace_matrix(session, config, items, state)
 
 
 def _check_inputs(state: Any, load: bool) -> None:
@@ -454,7 +474,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
-    if state is None or not state.results:
+    if state is None or (not state.results and getattr(state, "search", None) is None):
         return
     from .report.terminal import summary
 

@@ -60,6 +60,7 @@ class Result:
     reference_thumbnail: str | None = None
     effects: list[dict[str, Any]] = field(default_factory=list)  # per part: applied, checked, line
     wall_seconds: float | None = None  # the whole diffaccel_benchmark call: every block, fidelity, checks
+    recipe: bool = False  # chosen by --diffaccel-search: saved marked, so the plain matrix gates it
     history: list[float] = field(default_factory=list)  # the baseline history's runs (newest level), same figure
     recorded: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -163,6 +164,8 @@ class Result:
         """The newest run's details, kept beside the history for the reports and the memory gate."""
         fields = self.baseline_entry(versions)
         fields["breakdown_relative"] = {k: round(v, 6) for k, v in self.breakdown_relative.items()}
+        if self.recipe:
+            fields["recipe"] = True
         if self.ssim is not None and self.thumbnail and self.reference_thumbnail:
             from .thumbnails import name_of
 

@@ -82,6 +82,8 @@ class DiffaccelSession:
         self.usage_errors: list[str] = []  # bad markers or specs found while collecting: exit 4 after it
         self.drills: dict[str, float] = {}  # DIFFACCEL_SLOWDOWN: technique -> extra fraction (drill.py)
         self.drilled: set[str] = set()
+        self.search: Any = None  # search.SearchResult of --diffaccel-search
+        self.search_seconds: float | None = None
 
     @property
     def info(self) -> ModelInfo:

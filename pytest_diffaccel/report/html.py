@@ -218,7 +218,18 @@ def render_html(state: Any) -> str:
         speedup_chart=_speedup_chart(results),
         sections=_sections(results),
         random_weights=state.info.random_weights,
+        search=_search(state),
     )
+
+
+def _search(state: Any) -> dict[str, Any] | None:
+    """The search's front plot (latency vs SSIM, the recipe marked) and its log, when one ran."""
+    result = getattr(state, "search", None)
+    if result is None:
+        return None
+    from .front import front_plot
+
+    return {"chosen": result.chosen, "plot": front_plot(result), "lines": result.lines(), "log": list(result.log)}
 
 
 def write_html(state: Any, path: Path) -> Path:

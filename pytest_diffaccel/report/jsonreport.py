@@ -138,6 +138,7 @@ def render_json(state: Any) -> dict[str, Any]:
             "version": pytest_benchmark.__version__,
             "diffaccel": {
                 "settings": state.settings.describe(),
+                "search": state.search.as_dict() if getattr(state, "search", None) is not None else None,
                 "skipped": [
                     {"test": r.test_id, "technique": r.technique, "reason": r.reason}
                     for r in state.results

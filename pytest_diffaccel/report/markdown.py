@@ -37,5 +37,8 @@ def render_markdown(state: Any) -> str:
         lines += ["", "<details><summary>Skipped</summary>", ""]
         lines += [f"- {_cell(r.technique)}: {_cell(r.reason.removeprefix(r.technique + ': '))}" for r in skipped]
         lines += ["", "</details>"]
+    search = getattr(state, "search", None)
+    if search is not None:
+        lines += ["", "### Search", "", "```", *search.lines(), "```"]
     lines += ["", f"<sub>{_cell(state.settings.describe())}</sub>", ""]
     return "\n".join(lines)

@@ -57,6 +57,12 @@ def summary(tr: Any, state: Any) -> None:
 
         ref = f", fp32 reference {fmt_seconds(references[0].median)}"
     tr.write_line(f"model {info.label} on {state.device} (baselines: {state.machine}){ref}")
+    search = getattr(state, "search", None)
+    if search is not None:
+        for line in search.lines():
+            tr.write_line(line)
+        if state.search_seconds is not None:
+            tr.write_line(f"  search and the recipe's gated measurement: {state.search_seconds:.0f} s")
     lines = table.plain_lines(results)
     header, rule, body = lines[0], lines[1], lines[2:]
     tr.write_line(header, bold=True)
