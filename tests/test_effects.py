@@ -178,18 +178,35 @@ def test_tiles_larger_than_the_image_are_not_applied(sd):
 
 
 def test_a_compile_that_runs_eagerly_is_not_applied(sd):
-    """torch.compile applied, but every call runs under the force_eager stance: nothing compiles."""
+    """torch.compile applied, but every call runs under the force_eager stance: no compiled code runs."""
     spec, pipe, ctx = sd.apply("compile")
     probe = sd.probe(pipe, ctx)
-    with torch.compiler.set_stance("force_eager"), torch.inference_mode():
-        probe.run_call()  # the warm-up and timed calls
-    ((_, effect),) = check_effects(spec, pipe, probe)
+    with torch.compiler.set_stance("force_eager"):
+        with torch.inference_mode():
+            probe.run_call()  # the warm-up and timed calls
+        ((_, effect),) = check_effects(spec, pipe, probe)
     assert not effect.applied
     assert effect.line == (
-        "denoiser compiled 1/1; 0 graphs compiled since apply, 0 graph breaks (nothing was compiled: it runs eagerly)"
+        "denoiser compiled 1/1; 0 graphs compiled since apply, 0 graph breaks; "
+        "no compiled code ran inside it in one call (it runs eagerly)"
     )
     effect = sd.effect(sd.doing_nothing("compile"))
     assert not effect.applied and effect.line == "denoiser compiled 0/1"
+
+
+def test_a_second_compiled_instance_reuses_the_graphs_and_is_applied(sd):
+    """dynamo's cache entries serve every instance of a module class: a second pipeline compiled in the
+    same process compiles no new graph, yet its compiled code runs (a confirmation block, a search)."""
+    for _ in range(2):
+        spec, pipe, ctx = sd.apply("compile")
+        probe = sd.probe(pipe, ctx)
+        with torch.inference_mode():
+            probe.run_call()
+        ((_, effect),) = check_effects(spec, pipe, probe)
+        assert effect.applied, effect.line
+    assert (
+        "0 graphs compiled since apply" in effect.line and "reuses graphs this process compiled earlier" in effect.line
+    )
 
 
 def test_attn_backend_does_nothing_on_a_unet(sd):

@@ -76,8 +76,9 @@ def is_compiled(fn: Any) -> bool:
 
 
 def _compile_effect(name: str, what: str, targets: Any) -> Any:
-    """Effect of a compile: the target is compiled, dynamo compiled graphs since apply with no graph
-    break, and compiled code ran inside the target during one call.
+    """Effect of a compile: the target is compiled, no graph break since apply, and compiled code ran
+    inside the target during one call (the graphs may be ones this process compiled earlier for
+    another instance of the same module class: dynamo's cache serves them all).
 
     ``targets(pipe) -> (compiled, eligible, {label: (object, attribute)})``: how many of the
     target's callables are compiled, out of how many, and where to watch them run."""
@@ -95,10 +96,12 @@ def _compile_effect(name: str, what: str, targets: Any) -> Any:
         line = f"{head}; {graphs} compiled since apply, {breaks}"
         if counts["breaks"]:
             return Effect(False, line + " (graph breaks: part of it runs eagerly)")
-        if not counts["graphs"]:
-            return Effect(False, line + " (nothing was compiled: it runs eagerly)")
         ran = sum(compiled_regions(probe, watch).values())
-        return Effect(ran > 0, f"{line}; compiled code ran inside it {plural(ran, 'time')} in one call")
+        if not ran:
+            return Effect(False, line + "; no compiled code ran inside it in one call (it runs eagerly)")
+        if not counts["graphs"]:  # dynamo's cache entries serve every instance of a module class
+            line += " (it reuses graphs this process compiled earlier)"
+        return Effect(True, f"{line}; compiled code ran inside it {plural(ran, 'time')} in one call")
 
     return effect
 
