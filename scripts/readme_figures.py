@@ -9,6 +9,8 @@
 A section sits between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->``; its first line says
 which command made the numbers. Sections and their sources:
 * ``examples-output``: the terminal summary of `pytest examples` (docs/examples-output.txt, --record);
+* ``drill-output``: the failure a fire drill gives (docs/drill-output.txt, --record);
+* ``search-output``: a real `--diffaccel-search` run (docs/search-output.txt, --record);
 * ``techniques``: the technique table (scripts/techniques_table.py over docs/examples.json);
 * ``floors``: the SSIM floors (pytest_diffaccel/floors.json, benchmarks/fidelity_floors.py);
 * ``verdict``: the latency verdict's quality (docs/verdict-quality.json, benchmarks/verdict_quality.py);
@@ -35,6 +37,10 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 EXAMPLES_JSON = DOCS / "examples.json"
 EXAMPLES_OUTPUT = DOCS / "examples-output.txt"
+DRILL_OUTPUT = DOCS / "drill-output.txt"
+SEARCH_OUTPUT = DOCS / "search-output.txt"
+SEARCH_BUDGET = 5
+DRILL = "fuse-qkv=30%"
 VERDICT_JSON = DOCS / "verdict-quality.json"
 
 
@@ -45,6 +51,20 @@ def _fenced(text: str) -> str:
 def examples_output() -> str:
     return "Output of `python scripts/readme_figures.py --record` (`pytest examples` on 2 CPU cores):\n\n" + _fenced(
         EXAMPLES_OUTPUT.read_text()
+    )
+
+
+def drill_output() -> str:
+    return (
+        f'Output of `DIFFACCEL_SLOWDOWN="{DRILL}" pytest examples -k fuse-qkv` '
+        "(recorded by `python scripts/readme_figures.py --record`):\n\n" + _fenced(DRILL_OUTPUT.read_text())
+    )
+
+
+def search_output() -> str:
+    return (
+        f"Output of `pytest examples --diffaccel-search --diffaccel-search-budget {SEARCH_BUDGET}` on 2 CPU cores "
+        "(recorded by `python scripts/readme_figures.py --record`):\n\n" + _fenced(SEARCH_OUTPUT.read_text())
     )
 
 
@@ -81,6 +101,8 @@ def fidelity() -> str:
 
 SECTIONS: dict[str, Callable[[], str]] = {
     "examples-output": examples_output,
+    "drill-output": drill_output,
+    "search-output": search_output,
     "techniques": techniques,
     "floors": floors,
     "verdict": verdict,
@@ -89,7 +111,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
 
 
 def pattern(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(<!-- figures:{re.escape(name)} -->\n)(.*?)(\n<!-- /figures:{re.escape(name)} -->)", re.S)
+    return re.compile(rf"(<!-- figures:{re.escape(name)} -->)(.*?)(<!-- /figures:{re.escape(name)} -->)", re.S)
 
 
 def rendered(text: str) -> tuple[str, list[str]]:
@@ -99,7 +121,7 @@ def rendered(text: str) -> tuple[str, list[str]]:
         found = pattern(name).search(text)
         if found is None:
             continue
-        body = render().rstrip("\n")
+        body = "\n" + render().strip("\n") + "\n"
         if found.group(2) != body:
             changed.append(name)
             text = text[: found.start(2)] + body + text[found.end(2) :]
@@ -122,6 +144,30 @@ def record() -> None:
     summary = [line for line in lines[start + 1 :] if line.strip()]
     EXAMPLES_OUTPUT.write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
+    drill = subprocess.run(
+        [sys.executable, "-m", "pytest", "examples", "-p", "no:cacheprovider", "-k", "fuse-qkv"],
+        cwd=ROOT,
+        env={**env, "DIFFACCEL_SLOWDOWN": DRILL},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = drill.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("diffaccel verdict for"))
+    end = next(i for i in range(start, len(lines)) if lines[i].strip().startswith("(median"))
+    DRILL_OUTPUT.write_text("\n".join(lines[start : end + 1]) + "\n")
+    print("\n".join(lines[start : end + 1]))
+    search = subprocess.run(
+        [sys.executable, "-m", "pytest", "examples", "-p", "no:cacheprovider", "--diffaccel-search",
+         f"--diffaccel-search-budget={SEARCH_BUDGET}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    lines = search.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("diffaccel search:"))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("effects:"))
+    tail = [line for line in lines if line.startswith("=") and " in " in line][-1:]
+    SEARCH_OUTPUT.write_text("\n".join(lines[start:end] + tail) + "\n")
+    print("\n".join(lines[start:end] + tail))
 
 
 def main(argv: list[str] | None = None) -> int:

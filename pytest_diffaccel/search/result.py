@@ -197,6 +197,11 @@ class SearchResult:
                     found[trial.spec] = trial
         return [t for t in found.values() if t.measurement.passed and t.measurement.score is not None]
 
+    def best_single(self) -> Trial | None:
+        """The fastest passing single technique (fp32 aside), compared as the choice was."""
+        singles = [t for t in self.passing() if "+" not in t.spec and t.spec != "fp32"]
+        return min(singles, key=lambda t: t.measurement.score or float("inf"), default=None)
+
     def front(self, with_memory: bool = False) -> list[Trial]:
         return pareto(self.passing(), with_memory)
 
@@ -232,6 +237,9 @@ class SearchResult:
             out.append(f"  fastest passing recipe: {self.chosen}")
             out.append(f"    {chosen.measurement.describe()} ({self.decided_on}, {chosen.measurement.rounds} rounds)")
             out.append(f"    use it: --diffaccel-techniques {self.chosen}")
+            single = self.best_single()
+            if single is not None and single.spec != self.chosen:
+                out.append(f"  best single technique: {single.spec}: {single.measurement.describe()}")
         out.append("  front (latency vs SSIM, passing candidates):")
         out += [f"    {t.spec}: {t.measurement.describe()}" for t in self.front()]
         if self.pruned:
