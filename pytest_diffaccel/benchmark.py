@@ -287,6 +287,7 @@ class Benchmark:
                 breakdown_note=self._moved(first, entry, reference) if judgement and judgement.regression else "",
                 syncs_per_step=measurement.syncs_per_step,
                 max_syncs=settings.max_syncs,
+                report_only=settings.report_only,
             )
         )
 

@@ -114,6 +114,22 @@ def parse_prompts(value: Any, name: str) -> tuple[str, ...]:
     return prompts
 
 
+GATE_NAMES = (
+    "broken", "fidelity", "fidelity regression", "not applied", "speed-up", "syncs", "latency",
+    "compile time", "cold start", "memory",
+)  # fmt: skip
+
+
+def parse_gates(value: Any, name: str) -> tuple[str, ...]:
+    """Gate names, with dashes or spaces: latency,compile-time -> ('latency', 'compile time')."""
+    gates = tuple(item.replace("-", " ").strip().lower() for item in parse_list(value, name))
+    unknown = [g for g in gates if g not in GATE_NAMES]
+    if unknown:
+        known = ", ".join(g.replace(" ", "-") for g in GATE_NAMES)
+        raise SettingError(f"{name}: unknown gate(s) {', '.join(unknown)}; known: {known}")
+    return gates
+
+
 def parse_choice(choices: Sequence[str]) -> Callable[[Any, str], str]:
     def parse(value: Any, name: str) -> str:
         text = str(value).strip().lower()
@@ -246,8 +262,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "fidelity_seeds",
         parse_positive_int,
-        "seeds the fidelity gates judge (the call's seed and the next ones, untimed), worst case over all "
-        "(default 2)",
+        "seeds the fidelity gates judge (the call's seed and the next ones, untimed), worst case over all (default 2)",
         metavar="N",
         marker=True,
     ),
@@ -370,6 +385,13 @@ OPTIONS: tuple[Option, ...] = (
         flag=True,
     ),
     Option(
+        "report_only",
+        parse_gates,
+        "gates that are judged and reported but never fail a test, e.g. latency,compile-time,cold-start,memory "
+        "on a shared runner whose noise does not allow gating them (default: none)",
+        metavar="GATES",
+    ),
+    Option(
         "search",
         parse_bool,
         "instead of the matrix, search for the fastest combination of techniques that passes every gate, "
@@ -436,6 +458,7 @@ DEFAULTS: Mapping[str, Any] = {
     "html": None,
     "gpus": None,
     "allow_pickle": False,
+    "report_only": (),
     "search": False,
     "search_budget": 5.0,
     "search_space": None,
@@ -482,6 +505,7 @@ class Settings:
     html: Path | None = None
     gpus: tuple[int, ...] | None = None
     allow_pickle: bool = False
+    report_only: tuple[str, ...] = ()
     search: bool = False
     search_budget: float = 5.0
     search_space: tuple[str, ...] | None = None
@@ -542,6 +566,8 @@ class Settings:
             parts.append(f"min-ssim={self.min_ssim:g}")
         if self.min_speedup is not None:
             parts.append(f"min-speedup={self.min_speedup:g}")
+        if self.report_only:
+            parts.append("report-only=" + ",".join(g.replace(" ", "-") for g in self.report_only))
         if self.search:
             space = ",".join(self.search_space) if self.search_space else "all"
             parts.append(f"search={self.search_budget:g}min space={space}")

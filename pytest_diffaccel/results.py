@@ -299,5 +299,6 @@ def from_payload(data: dict[str, Any]) -> Result:
             gates=tuple(Gate(**g) for g in verdict["gates"]),
             latency=_judgement(verdict.get("latency")),
             notes=tuple(verdict.get("notes", ())),
+            reported=tuple(verdict.get("reported", ())),
         )
     return result

@@ -63,6 +63,7 @@ class Inputs:
     breakdown_note: str = ""  # which component moved vs the baseline (breakdown.compare)
     syncs_per_step: float | None = None
     max_syncs: float | None = None
+    report_only: Sequence[str] = ()  # gate names judged and reported but not failing the test
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Verdict:
     gates: tuple[Gate, ...]
     latency: Judgement | None = None
     notes: tuple[str, ...] = field(default=())
+    reported: tuple[str, ...] = field(default=())  # gates that failed but are reported only (--diffaccel-report-only)
 
     @property
     def failed(self) -> bool:
@@ -85,6 +87,8 @@ class Verdict:
         failures = self.failures
         if failures:
             return "FAIL " + ", ".join(g.name for g in failures)
+        if self.reported:
+            return "pass (" + ", ".join(self.reported) + " reported only)"
         latency = next((g for g in self.gates if g.name == "latency"), None)
         if latency is not None and not latency.judged:
             return "pass (no baseline)"
@@ -208,4 +212,9 @@ def decide(inputs: Inputs) -> Verdict:
     else:
         gates.append(Gate("memory", True, "no baseline peak", judged=False))
 
-    return Verdict(gates=tuple(gates), latency=latency, notes=tuple(notes))
+    reported = tuple(g.name for g in gates if not g.passed and g.name in inputs.report_only)
+    if reported:
+        gates = [
+            Gate(g.name, True, f"reported only, not gated: {g.message}") if g.name in reported else g for g in gates
+        ]
+    return Verdict(gates=tuple(gates), latency=latency, notes=tuple(notes), reported=reported)

@@ -117,3 +117,20 @@ def test_sync_gate_only_when_a_ceiling_is_set():
 def test_latency_message_names_the_component_that_moved():
     v = verdict.decide(inputs(latency=judged(1.4, 1.4), breakdown_note="VAE decode 1.42x slower"))
     assert "VAE decode 1.42x slower" in v.message()
+
+
+def test_report_only_gates_are_judged_and_shown_but_never_fail():
+    v = verdict.decide(inputs(latency=judged(1.3, 1.28), report_only=("latency",)))
+    assert not v.failed and v.headline == "pass (latency reported only)"
+    gate = next(g for g in v.gates if g.name == "latency")
+    assert gate.passed and gate.message.startswith("reported only, not gated: 1.29x slower")
+    still = verdict.decide(inputs(ssim=0.5, latency=judged(1.3, 1.28), report_only=("latency",)))
+    assert still.headline == "FAIL fidelity"  # the other gates still gate
+
+
+def test_report_only_names_known_gates():
+    from pytest_diffaccel.config import SettingError, parse_gates
+
+    assert parse_gates("latency,compile-time,cold-start", "x") == ("latency", "compile time", "cold start")
+    with pytest.raises(SettingError, match="unknown gate"):
+        parse_gates("latencyy", "x")
