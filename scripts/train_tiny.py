@@ -44,12 +44,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=4096)
     parser.add_argument("--vae-steps", type=int, default=600)
     parser.add_argument("--vae-batch", type=int, default=16)
-    parser.add_argument("--unet-steps", type=int, default=2400)
+    parser.add_argument("--vae-decoder-steps", type=int, default=1000, help="then the decoder alone (encoder frozen)")
+    parser.add_argument("--vae-decoder-lr", type=float, default=1e-3)
+    parser.add_argument("--unet-steps", type=int, default=4000)
     parser.add_argument("--unet-batch", type=int, default=32)
     parser.add_argument("--unet-lr", type=float, default=1e-3)
     parser.add_argument("--tiny-vae-steps", type=int, default=1000)
-    parser.add_argument("--sdxl-steps", type=int, default=1600)
-    parser.add_argument("--flux-steps", type=int, default=2000)
+    parser.add_argument("--sdxl-steps", type=int, default=4000)
+    parser.add_argument("--flux-steps", type=int, default=3000)
+    parser.add_argument(
+        "--offset-noise",
+        type=float,
+        default=0.1,
+        help="UNets: per-channel constant added to the training noise, so the denoiser learns to set the "
+        "background colour itself",
+    )
+    parser.add_argument("--min-snr", type=float, default=5.0, help="UNets: min-SNR-gamma loss weighting (0: none)")
+    parser.add_argument("--ema", type=float, default=0.999, help="the saved weights: an exponential moving average")
+    parser.add_argument("--raw-too", action="store_true", help="also save the last (not averaged) weights, *-raw/")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="fixed so that reruns are bit-identical")
     parser.add_argument("--quick", action="store_true", help="a handful of steps on a small data set")
@@ -62,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.samples, args.vae_steps, args.unet_steps, args.tiny_vae_steps = 64, 3, 3, 3
+        args.vae_decoder_steps = 3
         args.sdxl_steps = args.flux_steps = 3
         args.vae_batch = args.unet_batch = 8
     return args
@@ -104,6 +117,62 @@ def batches(count: int, batch: int, steps: int, generator: object):
         yield torch.randint(0, count, (batch,), generator=generator)
 
 
+def unet_noise(x0, generator, offset: float):  # type: ignore[no-untyped-def]
+    """Gaussian noise plus, with ``offset``, one constant per sample and channel ("offset noise").
+
+    The scheduler never reaches zero signal (its last step keeps 0.5% of the image), so a denoiser
+    trained on plain noise learns to read a picture's mean colour out of its input, where at
+    inference there is none: the old weights drew the background of another caption in two
+    pictures out of three. With the offset the mean colour must come from the text."""
+    import torch
+
+    noise = torch.randn(x0.shape, generator=generator)
+    if offset:
+        noise = noise + offset * torch.randn(x0.shape[0], x0.shape[1], 1, 1, generator=generator)
+    return noise
+
+
+def unet_loss(pred, noise, t, alphas, gamma: float):  # type: ignore[no-untyped-def]
+    """Epsilon MSE per sample, min-SNR-gamma weighted (Hang et al. 2023: weight min(SNR, gamma) / SNR),
+    which turns the effort from the nearly clean steps, where little is left to learn, to the noisy
+    ones, which decide what the picture shows."""
+    import torch
+
+    error = (pred - noise).pow(2).mean(dim=(1, 2, 3))
+    if not gamma:
+        return error.mean()
+    snr = alphas[t] / (1 - alphas[t])
+    return (error * torch.clamp(snr, max=gamma) / snr).mean()
+
+
+class Ema:
+    """An exponential moving average of some modules' parameters (decay warmed up as (1 + step) / (10 + step))."""
+
+    def __init__(self, modules, decay: float) -> None:  # type: ignore[no-untyped-def]
+        import copy
+
+        self.decay = decay
+        self.step = 0
+        self.modules = list(modules)
+        self.averages = [copy.deepcopy(m).requires_grad_(False) for m in self.modules]
+
+    def update(self) -> None:
+        import torch
+
+        self.step += 1
+        decay = min(self.decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for average, module in zip(self.averages, self.modules, strict=True):
+                torch._foreach_lerp_(list(average.parameters()), list(module.parameters()), 1 - decay)
+
+    def result(self, args, name: str):  # type: ignore[no-untyped-def]
+        """The averaged modules (eval mode); with --raw-too the trained ones are saved beside them."""
+        if not self.decay:
+            return [m.eval() for m in self.modules]
+        args.raw[name] = [m.eval() for m in self.modules]
+        return [m.eval() for m in self.averages]
+
+
 def train_vae(images, args):  # type: ignore[no-untyped-def]
     import torch
     from diffusers import AutoencoderKL
@@ -125,11 +194,37 @@ def train_vae(images, args):  # type: ignore[no-untyped-def]
             log(f"vae step {step}: loss {loss.item():.4f}")
     vae.eval()
     with torch.no_grad():
-        means = torch.cat([vae.encode(images[i : i + 64]).latent_dist.mean for i in range(0, len(images), 64)])
+        posteriors = [vae.encode(images[i : i + 64]).latent_dist for i in range(0, len(images), 64)]
+    means = torch.cat([p.mean for p in posteriors])
+    if args.vae_decoder_steps:
+        tune_decoder(vae, images, means, torch.cat([p.std for p in posteriors]), args)
     scaling = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
     log(f"vae latents: std {means.std().item():.3f}, |max| {means.abs().max().item():.2f}, scaling {scaling:.4f}")
     return vae, means
+
+
+def tune_decoder(vae, images, means, stds, args) -> None:  # type: ignore[no-untyped-def]
+    """The VAE's second phase: the encoder, and so the latents, stay as the first phase left them;
+    the decoder alone trains on, so that it draws the palette's colours (after the first phase a
+    red shape on white came back orange, a yellow one on black too)."""
+    import torch
+
+    torch.manual_seed(args.seed + 10)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.vae_decoder_lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(args.seed + 11)
+    vae.train()
+    for step, index in enumerate(batches(len(images), args.vae_batch, args.vae_decoder_steps, generator)):
+        set_lr(optimizer, step, args.vae_decoder_lr, args.vae_decoder_steps)
+        x = images[index]
+        z = means[index] + stds[index] * torch.randn(means[index].shape, generator=generator)
+        recon = vae.decode(z).sample
+        loss = (recon - x).abs().mean() + (recon - x).pow(2).mean()
+        optimize(optimizer, loss)
+        if step % 100 == 0 or step == args.vae_decoder_steps - 1:
+            log(f"vae decoder step {step}: loss {loss.item():.4f}")
+    vae.eval()
 
 
 def train_unet(latents, captions, args):  # type: ignore[no-untyped-def]
@@ -153,6 +248,7 @@ def train_unet(latents, captions, args):  # type: ignore[no-untyped-def]
     empty_ids = ids([""])
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=1e-4)
+    ema = Ema([unet, text_encoder], args.ema)
     generator = torch.Generator().manual_seed(args.seed + 3)
     for step, index in enumerate(batches(len(latents), args.unet_batch, args.unet_steps, generator)):
         set_lr(optimizer, step, args.unet_lr, args.unet_steps)
@@ -160,17 +256,19 @@ def train_unet(latents, captions, args):  # type: ignore[no-untyped-def]
         tokens = caption_ids[index].clone()
         drop = torch.rand(len(index), generator=generator) < 0.1
         tokens[drop] = empty_ids
-        noise = torch.randn(x0.shape, generator=generator)
+        noise = unet_noise(x0, generator, args.offset_noise)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(index),), generator=generator)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         hidden = text_encoder(tokens)[0]
         pred = unet(noisy, t, hidden).sample
-        loss = (pred - noise).pow(2).mean()
+        loss = unet_loss(pred, noise, t, alphas, args.min_snr)
         optimize(optimizer, loss, params)
+        ema.update()
         if step % 100 == 0 or step == args.unet_steps - 1:
             log(f"unet step {step}: loss {loss.item():.4f}")
-    return unet.eval(), text_encoder.eval(), tokenizer
+    unet, text_encoder = ema.result(args, "tiny-sd")
+    return unet, text_encoder, tokenizer
 
 
 def train_tiny_vae(images, latents, vae, args):  # type: ignore[no-untyped-def]
@@ -237,6 +335,7 @@ def train_sdxl(latents, captions, args):  # type: ignore[no-untyped-def]
     time_ids = torch.tensor([tiny.SDXL_TIME_IDS], dtype=torch.float32)
     params = list(unet.parameters()) + list(text_encoder.parameters()) + list(text_encoder_2.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=1e-4)
+    ema = Ema([unet, text_encoder, text_encoder_2], args.ema)
     generator = torch.Generator().manual_seed(args.seed + 7)
     for step, index in enumerate(batches(len(latents), args.unet_batch, args.sdxl_steps, generator)):
         set_lr(optimizer, step, args.unet_lr, args.sdxl_steps)
@@ -247,17 +346,19 @@ def train_sdxl(latents, captions, args):  # type: ignore[no-untyped-def]
         second = text_encoder_2(tokens, output_hidden_states=True)
         embeds = torch.cat([first, second.hidden_states[-2]], dim=-1) * keep.view(-1, 1, 1)
         pooled = second.text_embeds * keep.view(-1, 1)
-        noise = torch.randn(x0.shape, generator=generator)
+        noise = unet_noise(x0, generator, args.offset_noise)
         t = torch.randint(0, 1000, (len(index),), generator=generator)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         conditions = {"text_embeds": pooled, "time_ids": time_ids.repeat(len(index), 1)}
         pred = unet(noisy, t, embeds, added_cond_kwargs=conditions).sample
-        loss = (pred - noise).pow(2).mean()
+        loss = unet_loss(pred, noise, t, alphas, args.min_snr)
         optimize(optimizer, loss, params)
+        ema.update()
         if step % 100 == 0 or step == args.sdxl_steps - 1:
             log(f"sdxl unet step {step}: loss {loss.item():.4f}")
-    return unet.eval(), text_encoder.eval(), text_encoder_2.eval(), tokenizer
+    unet, text_encoder, text_encoder_2 = ema.result(args, "tiny-sdxl")
+    return unet, text_encoder, text_encoder_2, tokenizer
 
 
 def train_flux(latents, captions, args):  # type: ignore[no-untyped-def]
@@ -284,6 +385,7 @@ def train_flux(latents, captions, args):  # type: ignore[no-untyped-def]
     txt_ids = torch.zeros(tiny.T5_LENGTH, 3)
     params = list(transformer.parameters()) + list(text_encoder.parameters()) + list(text_encoder_2.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=1e-4)
+    ema = Ema([transformer, text_encoder, text_encoder_2], args.ema)
     generator = torch.Generator().manual_seed(args.seed + 9)
     for step, index in enumerate(batches(len(latents), batch, args.flux_steps, generator)):
         set_lr(optimizer, step, args.unet_lr, args.flux_steps)
@@ -306,12 +408,14 @@ def train_flux(latents, captions, args):  # type: ignore[no-untyped-def]
         )[0]
         loss = (pred - target).pow(2).mean()
         optimize(optimizer, loss, params)
+        ema.update()
         if step % 100 == 0 or step == args.flux_steps - 1:
             log(f"flux transformer step {step}: loss {loss.item():.4f}")
-    return transformer.eval(), text_encoder.eval(), text_encoder_2.eval(), tokenizer, tokenizer_2
+    transformer, text_encoder, text_encoder_2 = ema.result(args, "tiny-flux")
+    return transformer, text_encoder, text_encoder_2, tokenizer, tokenizer_2
 
 
-def save_sdxl(out: Path, vae, trained) -> None:  # type: ignore[no-untyped-def]
+def save_sdxl(out: Path, vae, trained, name: str = "tiny-sdxl") -> None:  # type: ignore[no-untyped-def]
     import copy
 
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
@@ -326,18 +430,15 @@ def save_sdxl(out: Path, vae, trained) -> None:  # type: ignore[no-untyped-def]
         unet=unet,
         scheduler=EulerDiscreteScheduler(**tiny.scheduler_config()),
     )
-    pipe.save_pretrained(out / "tiny-sdxl", safe_serialization=True)
-    make_portable(out / "tiny-sdxl")
+    pipe.save_pretrained(out / name, safe_serialization=True)
+    make_portable(out / name)
 
 
-def save_flux(out: Path, vae, trained) -> None:  # type: ignore[no-untyped-def]
-    import copy
-
+def save_flux(out: Path, vae, trained, name: str = "tiny-flux") -> None:  # type: ignore[no-untyped-def]
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
     transformer, text_encoder, text_encoder_2, tokenizer, tokenizer_2 = trained
-    flux_vae = copy.deepcopy(vae)
-    flux_vae.register_to_config(shift_factor=0.0)  # FluxPipeline decodes latents / scale + shift
+    flux_vae = flux_copy(vae)
     pipe = FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(**tiny.flow_scheduler_config()),
         vae=flux_vae,
@@ -347,8 +448,69 @@ def save_flux(out: Path, vae, trained) -> None:  # type: ignore[no-untyped-def]
         tokenizer_2=tokenizer_2,
         transformer=transformer,
     )
-    pipe.save_pretrained(out / "tiny-flux", safe_serialization=True)
-    make_portable(out / "tiny-flux")
+    pipe.save_pretrained(out / name, safe_serialization=True)
+    make_portable(out / name)
+
+
+def flux_copy(vae):  # type: ignore[no-untyped-def]
+    import copy
+
+    flux_vae = copy.deepcopy(vae)
+    flux_vae.register_to_config(shift_factor=0.0)  # FluxPipeline decodes latents / scale + shift
+    return flux_vae
+
+
+def save_sd(out: Path, vae, unet, text_encoder, tokenizer, name: str = "tiny-sd") -> None:  # type: ignore[no-untyped-def]
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**tiny.scheduler_config()),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out / name, safe_serialization=True)
+    make_portable(out / name)
+
+
+def caption_scores(out: Path, names: list[str]) -> dict[str, str]:
+    """Each preset's caption score (tiny.caption_score) at its default call, loaded from ``out``."""
+    import dataclasses
+
+    import torch
+
+    from pytest_diffaccel.measure import to_numpy_images
+    from pytest_diffaccel.models import PRESETS
+    from pytest_diffaccel.models.loading import ModelSource
+    from pytest_diffaccel.noise import float32_noise
+
+    chosen = tiny.caption_samples()
+    scores = {}
+    for name in names:
+        info = dataclasses.replace(PRESETS[name.removesuffix("-raw")], path=out / name, tiny_vae=out / "tiny-vae")
+        pipe = ModelSource(info).fresh("cpu")
+        kwargs = dict(info.call_extra)
+        if info.guidance is not None:
+            kwargs["guidance_scale"] = info.guidance
+        with torch.inference_mode(), float32_noise(pipe):
+            images = pipe(
+                prompt=[s.caption for s in chosen],
+                num_inference_steps=info.steps,
+                height=tiny.IMAGE_SIZE,
+                width=tiny.IMAGE_SIZE,
+                generator=torch.Generator("cpu").manual_seed(0),
+                output_type="pt",
+                **kwargs,
+            )
+        right, total, details = tiny.caption_score(to_numpy_images(images), chosen)
+        scores[name] = f"{right}/{total}"
+        wrong = [f"{d['caption']}: {d['colour']} on {d['background']}" for d in details if not d["right"]]
+        log(f"{name}: {right}/{total} captions drawn right" + (f" (wrong: {'; '.join(wrong[:8])})" if wrong else ""))
+    return scores
 
 
 def make_portable(folder: Path) -> None:
@@ -406,7 +568,6 @@ def digest(folder: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -414,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     sd_dir, tvae_dir = out / "tiny-sd", out / "tiny-vae"
     args.tokenizer_dir = sd_dir / "tokenizer"
+    args.raw = {}  # preset -> its last (not averaged) trained modules, for --raw-too
+    seconds: dict[str, float] = {}
     tiny.write_tokenizer(args.tokenizer_dir)
 
     images_np, captions = tiny.dataset(args.samples, args.seed)
@@ -426,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--stages: unknown stage(s) {sorted(unknown)}; use vae, unet, tiny-vae, sdxl, flux")
     if "vae" in stages:
         vae, means = train_vae(images, args)
+        seconds["vae"] = round(time.perf_counter() - started, 1)
     else:
         from diffusers import AutoencoderKL
 
@@ -434,12 +598,32 @@ def main(argv: list[str] | None = None) -> int:
             means = torch.cat([vae.encode(images[i : i + 64]).latent_dist.mean for i in range(0, len(images), 64)])
         log("vae: loaded from " + str(sd_dir / "vae"))
     scaling = float(vae.config.scaling_factor)
+    if "vae" in stages:  # the presets share it: those not retrained here get the new one too
+        for name, stage in (("tiny-sdxl", "sdxl"), ("tiny-flux", "flux")):
+            if stage not in stages and (out / name / "vae").is_dir():
+                (vae if name == "tiny-sdxl" else flux_copy(vae)).save_pretrained(
+                    out / name / "vae", safe_serialization=True
+                )
     if "sdxl" in stages:
-        save_sdxl(out, vae, train_sdxl(means * scaling, captions, args))
+        mark = time.perf_counter()
+        trained = train_sdxl(means * scaling, captions, args)
+        save_sdxl(out, vae, trained)
+        if args.raw_too:
+            save_sdxl(out, vae, (*args.raw["tiny-sdxl"], *trained[3:]), "tiny-sdxl-raw")
+        seconds["sdxl"] = round(time.perf_counter() - mark, 1)
     if "flux" in stages:
-        save_flux(out, vae, train_flux(means * scaling, captions, args))
+        mark = time.perf_counter()
+        trained = train_flux(means * scaling, captions, args)
+        save_flux(out, vae, trained)
+        if args.raw_too:
+            save_flux(out, vae, (*args.raw["tiny-flux"], *trained[3:]), "tiny-flux-raw")
+        seconds["flux"] = round(time.perf_counter() - mark, 1)
     if "unet" in stages:
+        mark = time.perf_counter()
         unet, text_encoder, tokenizer = train_unet(means * scaling, captions, args)
+        if args.raw_too:
+            save_sd(out, vae, *args.raw["tiny-sd"], tokenizer, "tiny-sd-raw")
+        seconds["unet"] = round(time.perf_counter() - mark, 1)
     else:
         from diffusers import UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
@@ -449,26 +633,20 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = CLIPTokenizer.from_pretrained(args.tokenizer_dir)
         log("unet and text encoder: loaded from " + str(sd_dir))
     if "tiny-vae" in stages:
+        mark = time.perf_counter()
         tvae = train_tiny_vae(images, means * scaling, vae, args)
         tvae.save_pretrained(tvae_dir, safe_serialization=True)
+        seconds["tiny-vae"] = round(time.perf_counter() - mark, 1)
 
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler(**tiny.scheduler_config()),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(sd_dir, safe_serialization=True)
-    make_portable(sd_dir)
+    save_sd(out, vae, unet, text_encoder, tokenizer)
+    presets = [p.name for p in sorted(out.iterdir()) if (p / "model_index.json").is_file()]
     info = {
         "trained_by": "scripts/train_tiny.py",
-        "args": {k: _relative(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": {k: _relative(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "raw"},
         "torch": torch.__version__,
         "seconds": round(time.perf_counter() - started, 1),
+        "stage_seconds": seconds,
+        "caption_score": {} if args.quick else caption_scores(out, presets),
         "sha256_16": {p.name: digest(p) for p in sorted(out.iterdir()) if p.is_dir()},
     }
     (out / "TRAINING.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

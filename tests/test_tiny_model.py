@@ -17,7 +17,8 @@ import transformers
 
 from pytest_diffaccel import fidelity
 from pytest_diffaccel.measure import to_numpy_images
-from pytest_diffaccel.models import PRESETS, tiny
+from pytest_diffaccel.models import PRESETS, model_info, tiny
+from pytest_diffaccel.models.loading import ModelSource
 from pytest_diffaccel.noise import float32_noise
 from pytest_diffaccel.techniques.precision import LOSSLESS_SSIM, REDUCED_PRECISION_SSIM
 from pytest_diffaccel.techniques.structure import TINY_VAE_SSIM
@@ -184,6 +185,48 @@ def test_a_preset_component_not_loaded_as_saved_is_an_error(tiny_sd, tmp_path):
     with pytest.raises(ModelError, match=r"'tiny-sd': text_encoder was not loaded as saved \(\d+ of 36 tensors differ"):
         check_loaded_as_saved(broken, copy, "tiny-sd")
     check_loaded_as_saved(pipe, copy, "tiny-sd")  # the real one passes
+
+
+def test_caption_score_reads_rendered_pictures():
+    """The scorer on the data set's own pictures: every caption right, shapes included; a picture
+    of another caption is wrong."""
+    chosen = tiny.caption_samples()
+    assert len(chosen) == len(tiny.COLOURS) * len(tiny.BACKGROUNDS) == 30
+    assert {s.shape for s in chosen} == set(tiny.SHAPES) and len({s.caption for s in chosen}) == 30
+    pictures = np.stack([tiny.render(s) for s in chosen])
+    assert tiny.caption_score(pictures, chosen, shapes=True)[:2] == (30, 30)
+    drawn = list(tiny.samples(300, seed=7))
+    assert tiny.caption_score(np.stack([tiny.render(s) for s in drawn]), drawn, shapes=True)[:2] == (300, 300)
+    right, total, details = tiny.caption_score(pictures[::-1], chosen)
+    assert right == 0 and total == 30 and not any(d["right"] for d in details)
+    flat = np.broadcast_to(np.array(tiny.BACKGROUNDS["white"]) / 255.0, pictures.shape)
+    assert tiny.caption_score(flat, chosen)[0] == 0  # no shape, no right answer
+
+
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-sdxl", "tiny-flux"])
+def test_the_pictures_show_their_captions(tiny_sd, name):
+    """Each bundled preset draws what its caption says: for each colour x background of the data set
+    (one shape each), at the preset's default call, the background and the shape's colour are the
+    named ones in at least 90% of the pictures."""
+    info = model_info(name)
+    pipe = (tiny_sd if name == "tiny-sd" else ModelSource(info)).fresh("cpu")
+    chosen = tiny.caption_samples()
+    kwargs = dict(info.call_extra)
+    if info.guidance is not None:
+        kwargs["guidance_scale"] = info.guidance
+    with torch.inference_mode(), float32_noise(pipe):
+        out = pipe(
+            prompt=[s.caption for s in chosen],
+            num_inference_steps=info.steps,
+            height=64,
+            width=64,
+            generator=torch.Generator("cpu").manual_seed(0),
+            output_type="pt",
+            **kwargs,
+        )
+    right, total, details = tiny.caption_score(to_numpy_images(out), chosen)
+    wrong = [f"{d['caption']}: {d['colour']} on {d['background']} ({d['area']:.2f})" for d in details if not d["right"]]
+    assert right >= 0.9 * total, f"{name}: {right}/{total} right; wrong: {wrong}"
 
 
 def test_dataset_is_deterministic_and_captioned():

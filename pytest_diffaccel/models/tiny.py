@@ -341,3 +341,88 @@ def t5_vocab() -> list[tuple[str, float]]:
 
 def flow_scheduler_config() -> dict[str, Any]:
     return {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
+
+
+# ----------------------------------------------------------------------------- does the picture show the caption?
+
+PALETTE: dict[str, tuple[int, int, int]] = {**COLOURS, **BACKGROUNDS}
+BORDER = 4  # px: the frame read as the background (training shapes keep 2 px clear of the edge)
+
+
+def caption_samples(all_shapes: bool = False) -> list[Sample]:
+    """The captions of the training set's colour x background combinations, one Sample each.
+
+    One shape per combination, cycling through SHAPES in the order of ``itertools.product(COLOURS,
+    BACKGROUNDS)``, so each shape is drawn 10 times and each background with every shape; with
+    ``all_shapes``, every shape of every combination (90 captions). Centre and radius are those of
+    a typical training picture; the scorer reads neither."""
+    import itertools
+
+    chosen: list[Sample] = []
+    for index, (colour, background) in enumerate(itertools.product(COLOURS, BACKGROUNDS)):
+        for shape in SHAPES if all_shapes else (SHAPES[index % len(SHAPES)],):
+            chosen.append(Sample(shape, colour, background, (IMAGE_SIZE / 2, IMAGE_SIZE / 2), 15.5))
+    return chosen
+
+
+def nearest_colour(rgb: Any) -> str:
+    """The PALETTE entry (shape colours and backgrounds together) nearest in RGB to ``rgb`` in [0, 1]."""
+    import numpy as np
+
+    rgb = np.asarray(rgb, dtype=np.float64) * 255.0
+    return min(PALETTE, key=lambda name: float(((np.asarray(PALETTE[name]) - rgb) ** 2).sum()))
+
+
+def read_picture(image: Any) -> dict[str, Any]:
+    """What a 64x64 picture shows: its background colour (median of the outer BORDER px), the shape's
+    colour (median of the pixels that differ most from the background: at least half the 99th
+    percentile of the difference, and at least 0.1), the shape's area (fraction of the picture) and
+    a guess at its outline from how much of its bounding box it fills (square 1.0, circle 0.79,
+    triangle 0.5). ``image``: HxWx3 in [0, 1]."""
+    import numpy as np
+
+    image = np.asarray(image, dtype=np.float64)
+    frame = np.ones(image.shape[:2], dtype=bool)
+    frame[BORDER:-BORDER, BORDER:-BORDER] = False
+    background = np.median(image[frame], axis=0)
+    distance = np.sqrt(((image - background) ** 2).sum(axis=-1))
+    mask = distance >= max(0.1, 0.5 * float(np.percentile(distance, 99)))
+    found: dict[str, Any] = {
+        "background": nearest_colour(background),
+        "background_rgb": tuple(round(float(c) * 255) for c in background),
+        "colour": None,
+        "colour_rgb": None,
+        "area": float(mask.mean()),
+        "shape": None,
+    }
+    if mask.any():
+        colour = np.median(image[mask], axis=0)
+        ys, xs = np.nonzero(mask)
+        fill = mask.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+        found.update(
+            colour=nearest_colour(colour),
+            colour_rgb=tuple(round(float(c) * 255) for c in colour),
+            shape="triangle" if fill < 0.64 else "circle" if fill < 0.9 else "square",
+        )
+    return found
+
+
+def caption_score(images: Any, chosen: Sequence[Sample], shapes: bool = False) -> tuple[int, int, list[dict[str, Any]]]:
+    """How many pictures show their caption: (right, total, one dict per picture).
+
+    A picture is right when its background and its shape's colour are each nearest (in RGB, among
+    shape colours and backgrounds together) to the named ones, and the shape covers 2-50% of the
+    picture (a shape, not a speck or a second background); with ``shapes``, its outline must also
+    be read as the named shape. ``images``: NxHxWx3 in [0, 1] (``measure.to_numpy_images``), in the
+    order of ``chosen`` (``caption_samples()``)."""
+    details = []
+    for image, sample in zip(images, chosen, strict=True):
+        found = read_picture(image)
+        right = (
+            found["background"] == sample.background
+            and found["colour"] == sample.colour
+            and 0.02 <= found["area"] <= 0.5
+            and (not shapes or found["shape"] == sample.shape)
+        )
+        details.append({"caption": sample.caption, "right": right, **found})
+    return sum(d["right"] for d in details), len(details), details
