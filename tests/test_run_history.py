@@ -52,7 +52,7 @@ def pytest_diffaccel_register_techniques(register):
 
         def slower_every_call(*args, **kwargs):
             calls[0] += 1
-            for _ in range(calls[0] // 4):  # one more UNet forward every two pipeline calls (2 steps each)
+            for _ in range(calls[0] // 2):  # one more UNet forward every pipeline call (2 steps each)
                 forward(*args, **kwargs)
             return forward(*args, **kwargs)
 
@@ -160,7 +160,7 @@ def test_a_run_whose_rounds_drift_is_not_saved(project, run_inner, tmp_path):
     folder = tmp_path / "b"
     result = run_inner(
         "--diffaccel-techniques", "fp32,drifting", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all",
-        "--diffaccel-steps", "2",
+        "--diffaccel-steps", "2", "--diffaccel-rounds", "10", "--diffaccel-max-rounds", "10",
     )  # fmt: skip
     result.stdout.fnmatch_lines(
         [
