@@ -12,8 +12,9 @@ of ``examples/``. Slowdowns are the plugin's fire drill (``DIFFACCEL_SLOWDOWN="f
 real extra compute in the technique's denoiser forward (tanh of matrix products, calibrated in
 each process against the call's own time; never sleep).
 
-1. history: ``pytest --diffaccel-save all --diffaccel-save-runs H`` over the default matrix: the
-   calibration a user runs on a new machine (H runs, H processes);
+1. history: ``pytest examples --diffaccel-save all --diffaccel-save-runs H`` (the default matrix):
+   the calibration a user runs on a new machine (H runs, H processes); with ``--baselines
+   baselines/`` it is the history this repository commits for this machine;
 2. A/A: R unchanged runs of the same matrix, judged against that history: false alarms per test
    and per run of the whole matrix, and the cost per technique (timed calls, wall time), clean and
    confirmed;
@@ -60,7 +61,6 @@ from pytest_diffaccel.techniques import builtin_registry  # noqa: E402
 
 LEVELS = (0.05, 0.10, 0.15, 0.20, 0.30)
 OLD_REF = "0fb8ee8"  # the last commit with the round-level rule
-MACHINE = "vq"
 
 SUITE = """
 def test_acceleration(diffaccel_pipeline, diffaccel_benchmark):
@@ -148,8 +148,11 @@ def old_cost(folder: Path, techniques: str, ref: str, out: Path) -> list[dict[st
     try:
         json_path = out / "old.json"
         done = pytest_run(
-            folder, ["--diffaccel-techniques", techniques, f"--diffaccel-json={json_path}"], {"PYTHONPATH": str(tree)}
-        )
+            folder,
+            ["examples", "--diffaccel-techniques", techniques, f"--diffaccel-json={json_path}",
+             f"--diffaccel-baselines={out / 'old-baselines'}"],
+            {"PYTHONPATH": str(tree)},
+        )  # fmt: skip
         rows = []
         for bench in json.loads(json_path.read_text())["benchmarks"]:
             extra = bench["extra_info"]
@@ -218,11 +221,13 @@ def simulated_false_alarm(sigma: float, history_runs: int, trials: int, seed: in
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="verdict-quality-"))
-    folder = project(work / "project")
-    baselines = work / "baselines"
+    folder = ROOT  # the README's main job itself: pytest examples, from the repository
+    baselines = args.baselines or work / "baselines"
+    if list(baselines.glob("*.json")):
+        raise SystemExit(f"{baselines} already holds baselines: the history must start empty")
     defaults = list(args.matrix or builtin_registry().defaults())
     techniques = ",".join(defaults)
-    common = [f"--diffaccel-baselines={baselines}", f"--diffaccel-machine={MACHINE}"]
+    common = ["examples", f"--diffaccel-baselines={baselines}"]
     raw: dict[str, Any] = {
         "matrix": defaults,
         "history_runs": args.history_runs,
@@ -237,7 +242,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
          f"--diffaccel-save-runs={args.history_runs}", f"--diffaccel-json={work / 'history-1.json'}"],
     )  # fmt: skip
     raw["history_seconds"] = done["seconds"]
-    raw["baselines"] = json.loads((baselines / f"{MACHINE}.json").read_text())["entries"]
+    (machine_file,) = baselines.glob("*.json")
+    raw["baselines"] = json.loads(machine_file.read_text())["entries"]
+    raw["machine"] = machine_file.stem
     raw["history_run_1"] = report(work / "history-1.json")
 
     raw["aa"] = []
@@ -274,7 +281,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         print(f"4. today's cost: one run at {args.old_ref}", flush=True)
         raw["old"] = old_cost(folder, ",".join(defaults), args.old_ref, work)
     raw["minutes"] = (time.time() - raw["started"]) / 60
-    shutil.rmtree(work, ignore_errors=True)
+    if args.baselines is None:
+        shutil.rmtree(work, ignore_errors=True)
     return raw
 
 
@@ -733,6 +741,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--matrix", type=lambda v: v.split(","), help="techniques of the matrix (default: the built-in defaults)"
     )
+    parser.add_argument("--slowed", default="fuse-qkv", help="the technique slowed for the detection runs")
+    parser.add_argument(
+        "--baselines", type=Path, help="record the history there (e.g. baselines/, to commit it); default: a temp dir"
+    )
     parser.add_argument("--quick", action="store_true", help="2 techniques, 2 history runs, 1 A/A run, 1 run per level")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "verdict-quality.md")
     parser.add_argument("--raw", type=Path, default=ROOT / "docs" / "verdict-quality.json")
@@ -740,7 +752,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fidelity-only", action="store_true", help="measure the fidelity cases only (into --raw)")
     parser.add_argument("--fidelity-seeds", type=lambda v: tuple(int(x) for x in v.split(",")), default=(1, 2, 4))
     args = parser.parse_args(argv)
-    command = "python benchmarks/verdict_quality.py" + ("" if not argv else " " + " ".join(argv))
+    given = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/verdict_quality.py" + ("" if not given else " " + " ".join(given))
     if args.quick:
         args.history_runs, args.aa_runs, args.slow_runs = 2, 1, 1
         args.levels, args.matrix = (0.30,), ["fp32", "fuse-qkv"]

@@ -11,9 +11,11 @@ three things: pass, fail, or "another": not sure yet, measure an independent blo
    another block.
 2. With k blocks, d = the mean of the blocks' log differences from the history's mean (their
    median with three: one disturbed block can't carry the verdict), its standard error
-   se = sigma * sqrt(c_k + 1/n) (c_k = 1/k for the mean, 0.449 for the median of three),
-   p = P(Z > d / se). Fail only when all three hold: d beyond log(1 + max-slowdown), p < alpha,
-   and a majority of the blocks beyond max-slowdown. Two blocks that disagree (one beyond
+   se = sigma * sqrt(1 + 1/n), p = P(Z > d / se). The blocks of one run share its process and the
+   machine's state of the moment, so they are not independent draws of the run-to-run spread: the
+   confirmation buys robustness (a majority must agree), not a smaller standard error. Fail only
+   when all three hold: d beyond log(1 + max-slowdown), p < alpha, and a majority of the blocks
+   beyond max-slowdown. Two blocks that disagree (one beyond
    max-slowdown, one not) with a block left to spend -> another block.
 3. Passing with d below -log(1 + max-slowdown) and significant the other way is "faster".
 
@@ -83,9 +85,10 @@ def center_and_factor(values: Sequence[float]) -> tuple[float, float]:
 
 
 def detectable_ratio(sigma: float, history_runs: int, max_slowdown: float, alpha: float, blocks: int = 2) -> float:
-    """The smallest slowdown that ``blocks`` blocks exactly at it would fail: beyond max-slowdown and significant."""
-    factor = center_and_factor([0.0] * blocks)[1]
-    se = sigma * math.sqrt(factor + 1.0 / max(history_runs, 1))
+    """The smallest slowdown that ``blocks`` blocks exactly at it would fail: beyond max-slowdown and significant
+    (the blocks of one run share its noise: their number does not shrink the standard error)."""
+    del blocks
+    se = sigma * math.sqrt(1.0 + 1.0 / max(history_runs, 1))
     return math.exp(max(math.log1p(max_slowdown), stats.normal_isf(alpha) * se))
 
 
@@ -107,8 +110,8 @@ def judge(
     suspect_level = math.log1p(max_slowdown * SUSPECT_FRACTION if suspect is None else suspect)
     base = stats.mean(history)
     diffs = [b - base for b in blocks]
-    d, factor = center_and_factor(diffs)
-    se = spread.sigma * math.sqrt(factor + 1.0 / len(history))
+    d, _ = center_and_factor(diffs)
+    se = spread.sigma * math.sqrt(1.0 + 1.0 / len(history))
     p_slower = stats.normal_sf(d / se) if se > 0 else (0.0 if d > 0 else 1.0)
     p_faster = stats.normal_sf(-d / se) if se > 0 else (0.0 if d < 0 else 1.0)
     half_width = stats.normal_isf(0.025) * se

@@ -87,15 +87,15 @@ def test_matrix_false_alarm_at_the_default_alpha_stays_under_one_percent_for_twe
 
 
 def test_false_alarms_and_detection_under_the_rules_own_model():
-    """Simulated runs with normal run-to-run noise of 3% (what the quiet techniques show here):
+    """Simulated runs with normal run-to-run noise of 2.5% (what the quiet techniques show here):
     A/A false alarms stay below alpha, +15% is caught almost always, +5% almost never."""
     rng = random.Random(0)
-    sigma = 0.03
+    sigma = 0.025
 
     def run(true_ratio: float) -> bool:
         runs = [math.exp(rng.gauss(0, sigma)) for _ in range(10)]
         groups = [[math.log(r) for r in runs]]
-        spread = history.spread(groups, "ratio", (0.03, 5))
+        spread = history.spread(groups, "ratio", (sigma, 5))
         blocks: list[float] = []
         while True:
             blocks.append(true_ratio * math.exp(rng.gauss(0, sigma)))
