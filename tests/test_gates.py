@@ -8,7 +8,6 @@ import json
 import pytest
 
 FAULTS = """
-import os
 import torch
 
 
@@ -38,18 +37,6 @@ def pytest_diffaccel_register_techniques(register):
             for p in pipe.unet.parameters():
                 rms = p.pow(2).mean().sqrt()
                 p.add_(torch.randn(p.shape, generator=generator) * rms * 0.2)
-        return pipe
-
-    @register("maybe-slow")
-    def maybe_slow(pipe):
-        if os.environ.get("DIFFACCEL_TEST_SLOW") == "1":
-            forward = pipe.unet.forward
-
-            def slow(*args, **kwargs):
-                forward(*args, **kwargs)  # real extra compute: the whole UNet forward once more
-                return forward(*args, **kwargs)
-
-            pipe.unet.forward = slow
         return pipe
 """
 
