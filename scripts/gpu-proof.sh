@@ -14,6 +14,7 @@
 #         techniques: TF32, fp16, the SDPA backends, float8, compile+int8, the tiny VAE. It runs
 #         first and doubles as the wiring check: if it can't even start, the script stops there.
 #   sd15: the seed guide's ladder on sd15-arch, 512x512, 50 DDIM steps: fp32, tf32, fp16, fp16+tf32
+#   search: a short --diffaccel-search on sdxl-arch (precision, attention kernel, compile, fused QKV)
 #   sdxl: the diffusion-fast ladder on sdxl-arch, 1024x1024, 30 steps: fp32 (TF32 off), bf16,
 #         +SDPA, +compile, +fused QKV, +int8 dynamic, and float8 dynamic instead of int8 on Hopper.
 #         Compile mode: torch.compile's default mode (fullgraph=True); max-autotune of a full SDXL
@@ -28,7 +29,8 @@ DRY=0
 if [[ "${1:-}" == "--dry-run" ]]; then DRY=1; fi
 RESULTS=${GPU_PROOF_RESULTS:-${OUT:-build/gpu-proof}}
 DOC=${GPU_PROOF_DOC:-docs/gpu-results.md}
-BUDGET=${GPU_PROOF_BUDGET:-400}   # seconds for the sd15 and sdxl ladders together
+BUDGET=${GPU_PROOF_BUDGET:-400}   # seconds for the sd15 and sdxl ladders and the search together
+SEARCH=${GPU_PROOF_SEARCH:-90}    # seconds of them for the search on sdxl-arch
 mkdir -p "$RESULTS" "$(dirname "$DOC")"
 started=$(date +%s)
 
@@ -86,7 +88,8 @@ run_ladder() {  # name model techniques seconds [extra pytest options]
   status=$?
   echo "gpu-proof: ladder $name finished with status $status after $(( $(date +%s) - started ))s"
 }
-ratios=(--diffaccel-rounds=3 --diffaccel-max-rounds=3 --diffaccel-min-ssim=0)
+ratios=(--diffaccel-rounds=3 --diffaccel-max-rounds=3 --diffaccel-min-ssim=0 --diffaccel-fidelity-seeds=1
+        --diffaccel-max-blocks=1)
 
 reports=()
 if [[ $DRY == 0 ]]; then
@@ -101,15 +104,20 @@ if [[ $DRY == 0 ]]; then
   started=$(date +%s)
 fi
 run_ladder sd15 "$sd15_model" "$sd15_techniques" $(( BUDGET / 4 )) "${ratios[@]}"
-left=$(( BUDGET - ($(date +%s) - started) ))
+left=$(( BUDGET - SEARCH - ($(date +%s) - started) ))
 (( left < 60 )) && left=60
 run_ladder sdxl "$sdxl_model" "$sdxl_techniques" "$left" "${ratios[@]}"
 reports+=("$RESULTS/sd15.json" "$RESULTS/sdxl.json")
+# a short --diffaccel-search on the SDXL architecture: the fastest recipe that keeps the picture
+minutes=$("$PYTHON" -c "print(round($SEARCH / 60 * 0.85, 2))")
+run_ladder search "$sdxl_model" "fp32" $(( SEARCH + 30 )) "${ratios[@]}" --diffaccel-search \
+  --diffaccel-search-budget="$minutes" --diffaccel-search-space=precision,attention-kernel,denoiser-compile,fuse-qkv
 
 title="GPU results"
 [[ $DRY == 1 ]] && title="GPU proof, dry run on the CPU (tiny presets, wiring only)"
 "$PYTHON" scripts/gpu_results.py "${reports[@]}" --title "$title" \
   --command "bash scripts/gpu-proof.sh$([[ $DRY == 1 ]] && echo ' --dry-run')" > "$DOC"
+"$PYTHON" scripts/gpu_search.py "$RESULTS/search.json" >> "$DOC"
 cp "$DOC" "$RESULTS/" 2>/dev/null || true
 echo "gpu-proof: wrote $DOC in $(( $(date +%s) - started ))s"
 cat "$DOC"

@@ -25,6 +25,7 @@ def test_gpu_proof_dry_run_writes_the_results_document(tmp_path):
         "GPU_PROOF_RESULTS": str(tmp_path / "results"),
         "GPU_PROOF_DOC": str(tmp_path / "gpu-results.md"),
         "GPU_PROOF_BUDGET": "400",
+        "GPU_PROOF_SEARCH": "60",
     }
     result = subprocess.run(
         ["bash", str(ROOT / "scripts" / "gpu-proof.sh"), "--dry-run"],
@@ -41,3 +42,6 @@ def test_gpu_proof_dry_run_writes_the_results_document(tmp_path):
     sdxl = json.loads((tmp_path / "results" / "sdxl.json").read_text())
     assert [b["extra_info"]["technique"] for b in sdxl["benchmarks"]] == ["fp32", "bf16", "bf16+sdpa-flash"]
     assert all(b["stats"]["rounds"] == 3 for b in sdxl["benchmarks"])
+    assert "## Search on the SDXL architecture" in doc
+    search = json.loads((tmp_path / "results" / "search.json").read_text())["diffaccel"]["search"]
+    assert search["chosen"] and f"fastest passing recipe **{search['chosen']}**" in doc
