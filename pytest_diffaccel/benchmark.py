@@ -95,16 +95,7 @@ class Benchmark:
             first, scores, why_broken, entry, note, judgement, figures, reference, regression, effects
         )
         result = self._result(test_id, call, first, blocks, figure, scores, reference, note, decision, reuse)
-        result.fidelity_seeds = [s for s, _, _ in seeds]
-        result.per_seed_ssim = list(scores.per_seed) if scores else []
-        result.thumbnail = _thumbnail(first.measurement.images)
-        result.reference_thumbnail = _thumbnail(reference.images)
-        result.effects = [
-            {"part": label, "applied": e.applied, "checked": e.checked, "line": e.line} for label, e in effects
-        ]
-        if entry:
-            result.baseline_samples = list(entry.get("relative_samples" if figure == "ratio" else "samples") or [])
-            result.history = [math.exp(v) for v in (history.levels(history.runs_of(entry), figure) or [[]])[-1]]
+        _attach(result, seeds, scores, first, reference, effects, entry, figure)
         return result
 
     # ------------------------------------------------------------------ steps
@@ -387,6 +378,29 @@ class Benchmark:
         ):
             self.item.user_properties.append((name, value))
         return result
+
+
+def _attach(
+    result: Result,
+    seeds: list[Seeded],
+    scores: fidelity.Fidelity | None,
+    first: Block,
+    reference: Any,
+    effects: list[tuple[str, Any]],
+    entry: dict[str, Any] | None,
+    figure: str,
+) -> None:
+    """What the reports and a saved baseline need beside the verdict: seeds, thumbnails, effects, history."""
+    result.fidelity_seeds = [s for s, _, _ in seeds]
+    result.per_seed_ssim = list(scores.per_seed) if scores else []
+    result.thumbnail = _thumbnail(first.measurement.images)
+    result.reference_thumbnail = _thumbnail(reference.images)
+    result.effects = [
+        {"part": label, "applied": e.applied, "checked": e.checked, "line": e.line} for label, e in effects
+    ]
+    if entry:
+        result.baseline_samples = list(entry.get("relative_samples" if figure == "ratio" else "samples") or [])
+        result.history = [math.exp(v) for v in (history.levels(history.runs_of(entry), figure) or [[]])[-1]]
 
 
 def _thumbnail(images: Any) -> str | None:
