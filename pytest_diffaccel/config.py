@@ -162,6 +162,17 @@ def parse_path(value: Any, name: str) -> Path:
     return Path(parse_text(value, name))
 
 
+def parse_floors_file(value: Any, name: str) -> Path:
+    from . import floors
+
+    path = parse_path(value, name)
+    try:
+        floors.check_file(path)
+    except ValueError as error:
+        raise SettingError(f"{name}: {error}") from None
+    return path
+
+
 def parse_gpu_ids(value: Any, name: str) -> tuple[int, ...]:
     ids = tuple(parse_int(v, name) for v in parse_list(value, name))
     if any(i < 0 for i in ids):
@@ -283,7 +294,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "floors",
-        parse_path,
+        parse_floors_file,
         "SSIM floors per class of technique measured on your model (benchmarks/fidelity_floors.py --model ... "
         "--out FILE); default: the floors measured on the bundled presets",
         metavar="FILE",

@@ -82,6 +82,38 @@ def captions(tiny: Any, count: int) -> list[str]:
     return out
 
 
+def check_file(path: Path) -> None:
+    """Raise ValueError, naming the file and the fault, unless ``path`` is a floors file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(
+            f"{path}: no such file (make one with benchmarks/fidelity_floors.py --model ... --out FILE)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a floors file ({error})") from None
+    if not isinstance(data, dict) or not ({"models", "default"} & set(data)):
+        raise ValueError(f"{path}: not a floors file (no 'models' or 'default'; see benchmarks/fidelity_floors.py)")
+    tables = [("default", data.get("default", {}))]
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise ValueError(f"{path}: 'models' is not a mapping of model name to its classes")
+    for model, entry in models.items():
+        classes = entry.get("classes") if isinstance(entry, dict) else None
+        if not isinstance(classes, dict):
+            raise ValueError(f"{path}: model {model!r} has no 'classes' mapping")
+        tables.append((model, {k: v.get("floor") if isinstance(v, dict) else v for k, v in classes.items()}))
+    known = sorted(set(CLASS_OF.values()))
+    for where, table in tables:
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: {where!r} is not a mapping of class to floor")
+        for klass, value in table.items():
+            if klass not in known:
+                raise ValueError(f"{path}: {where}: unknown class {klass!r}; known: {', '.join(known)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+                raise ValueError(f"{path}: {where}: {klass}: floor {value!r} is not an SSIM in (0, 1]")
+
+
 @lru_cache(maxsize=4)
 def load(path: str | None = None) -> dict[str, Any]:
     """The floors file (the packaged one by default); {} when it doesn't exist yet."""

@@ -233,7 +233,9 @@ def test_the_pictures_show_their_captions(tiny_sd, name):
         )
     right, total, details = tiny.caption_score(to_numpy_images(out), chosen)
     wrong = [f"{d['caption']}: {d['colour']} on {d['background']} ({d['area']:.2f})" for d in details if not d["right"]]
-    assert right >= CAPTION_FLOOR[name], f"{name}: {right}/{total} right, fewer than the committed weights' {CAPTION_FLOOR[name]}; wrong: {wrong}"
+    assert right >= CAPTION_FLOOR[name], (
+        f"{name}: {right}/{total} right, fewer than the committed weights' {CAPTION_FLOOR[name]}; wrong: {wrong}"
+    )
     if right < 0.9 * total:
         # The goal of issue #13: the recipe in scripts/train_tiny.py (offset noise, min-SNR, EMA)
         # is committed; the weights it gives have not been retrained yet (about 2 h on 2 idle cores).
