@@ -156,6 +156,18 @@ def test_candidates_are_valid_and_exclude_what_cannot_run():
     assert {s.name for s in named} >= {"vae-tiling", "attn-backend=native+compile", "compile+vae-tiling"}
 
 
+def test_on_a_transformer_pipeline_the_space_includes_the_caches():
+    """tiny-flux (a transformer denoiser): every cache diffusers' hooks offer is a candidate, alone and
+    combined, one cache at a time."""
+    flux = Environment(device="cpu", versions={"torchao": "0.14.0"}, family="transformer")
+    found = candidates(builtin_registry(), flux)
+    names = {s.name for s in found}
+    caches = {p.technique.name for s in found for p in s.parts if p.technique.name.startswith("cache-")}
+    assert {"cache-pab", "cache-first-block", "cache-faster", "cache-taylorseer"} <= caches, caches
+    assert "cache-first-block" in names and any("cache-first-block+" in n or "+cache-first-block" in n for n in names)
+    assert not any(sum(p.technique.name.startswith("cache-") for p in s.parts) > 1 for s in found)
+
+
 def test_space_groups_follow_exclusive_groups():
     groups = {c.group: [o.label for o in c.options] for c in choices(builtin_registry(), CPU)}
     assert groups["precision"] == ["bf16", "fp16"]
