@@ -87,9 +87,10 @@ def pytest_run(folder: Path, args: list[str], env: dict[str, str] | None = None,
         text=True,
         check=False,
     )
-    if done.returncode not in (0, 1):
+    reports = [Path(a.split("=", 1)[1]) for a in args if a.startswith("--diffaccel-json=")]
+    if done.returncode not in (0, 1) or any(not p.is_file() for p in reports):
         sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
-        raise SystemExit(f"pytest {' '.join(args)} exited {done.returncode}")
+        raise SystemExit(f"pytest {' '.join(args)} exited {done.returncode} (its JSON report: {reports})")
     return {
         "seconds": time.perf_counter() - started,
         "returncode": done.returncode,

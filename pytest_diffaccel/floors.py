@@ -18,8 +18,8 @@ from typing import Any
 
 FLOORS_FILE = Path(__file__).with_name("floors.json")
 
-EXACT, REDUCED, QUANTIZED, CACHE, TINY_VAE, TILING, DISTILLED = (
-    "exact", "reduced precision", "quantized", "cache", "tiny VAE", "VAE tiling", "distilled",
+EXACT, REDUCED, QUANTIZED, FP8_STORAGE, CACHE, TINY_VAE, TILING, DISTILLED = (
+    "exact", "reduced precision", "quantized", "fp8 storage", "cache", "tiny VAE", "VAE tiling", "distilled",
 )  # fmt: skip
 CLASS_OF: Mapping[str, str] = {
     "fp32": EXACT,
@@ -50,7 +50,7 @@ CLASS_OF: Mapping[str, str] = {
     "int4-weight-only": QUANTIZED,
     "float8-dynamic": QUANTIZED,
     "float8-weight-only": QUANTIZED,
-    "layerwise-fp8": QUANTIZED,
+    "layerwise-fp8": FP8_STORAGE,  # weights stored in fp8 and upcast: on a tiny model far coarser than int8
     "cache-pab": CACHE,
     "cache-faster": CACHE,
     "cache-first-block": CACHE,
@@ -126,19 +126,35 @@ def load(path: str | None = None) -> dict[str, Any]:
 
 def floor(klass: str, model: str | None = None, path: str | None = None) -> float | None:
     """The class's floor for ``model`` (measured), else the class's default; None when never measured."""
+    value, _ = floor_and_source(klass, model, path)
+    return value
+
+
+def floor_and_source(klass: str, model: str | None, path: str | None) -> tuple[float | None, str]:
+    """The class's floor and where it comes from: "measured" (for this model), "default" or "none"."""
     data = load(path)
     measured = data.get("models", {}).get(model or "", {}).get("classes", {}).get(klass)
     if measured is not None:
-        return float(measured["floor"])
+        return float(measured["floor"]), "measured"
     value = data.get("default", {}).get(klass)
-    return None if value is None else float(value)
+    return (None, "none") if value is None else (float(value), "default")
 
 
-def overrides(model: str | None, path: str | None = None) -> dict[str, float]:
-    """Per built-in technique, its class's floor for this model: the thresholds a session uses."""
+def overrides(
+    model: str | None, path: str | None = None, generic: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Per built-in technique, its class's floor for this model: the thresholds a session uses.
+
+    Where the model was not measured, the class's default (the presets' lowest floor) is capped by
+    ``generic`` (each technique's registered ``min_ssim``): a tiny preset on the CPU is exact where a
+    real model over 30-50 steps on a GPU's kernels is not, so a default never makes the gate stricter
+    than the technique's own threshold on a model nobody measured."""
     out = {}
     for name, klass in CLASS_OF.items():
-        value = floor(klass, model, path)
-        if value is not None:
-            out[name] = value
+        value, source = floor_and_source(klass, model, path)
+        if value is None:
+            continue
+        if source == "default" and generic and name in generic:
+            value = min(value, generic[name])
+        out[name] = value
     return out

@@ -7,7 +7,9 @@ diffusers draws the initial latents (and a stochastic scheduler's step noise) wi
 picture than the fp32 reference, and the fidelity gate would blame the technique for the seed.
 Measured on tiny-sd with torch 2.11: bf16 SSIM 0.24 and fp16 0.12 against fp32 from the noise
 alone on the CPU (0.25 and 0.16 on an H200); with the noise drawn in float32 and cast, 0.989 and
-0.9999 (torch 2.13 draws the same stream for every dtype, so there it changes nothing).
+0.9999 (torch 2.13 draws the same stream for every dtype, so there it changes nothing). float64
+draws another stream than float32 on every torch: a float64 run (benchmarks/fidelity_floors.py's
+fp32-vs-float64 scale) starts from the fp32 noise only through this too.
 
 ``float32_noise(pipe)`` makes every ``randn_tensor`` the pipeline and its scheduler call draw in
 float32 and cast the result to the dtype asked for, so the reference and every technique start
@@ -31,13 +33,14 @@ PATCHED_NAME = "randn_tensor"
 
 
 def float32_draw(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``original`` (diffusers' ``randn_tensor``), drawing half-precision noise in float32."""
+    """``original`` (diffusers' ``randn_tensor``), drawing half-precision (and float64) noise in float32:
+    every precision starts from the fp32 reference's noise."""
     import torch
 
     if getattr(original, "__diffaccel_float32_draw__", False):
         return original
     signature = inspect.signature(original)
-    reduced = (torch.float16, torch.bfloat16)
+    reduced = (torch.float16, torch.bfloat16, torch.float64)
 
     def randn_tensor(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(*args, **kwargs)
@@ -67,7 +70,7 @@ def noise_modules(*objects: Any) -> list[Any]:
 
 @contextmanager
 def float32_noise(pipe: Any) -> Iterator[None]:
-    """During the block, ``pipe`` and its scheduler draw float16/bfloat16 noise in float32."""
+    """During the block, ``pipe`` and its scheduler draw float16/bfloat16/float64 noise in float32."""
     modules = noise_modules(pipe, getattr(pipe, "scheduler", None))
     saved = [(module, getattr(module, PATCHED_NAME)) for module in modules]
     for module, original in saved:

@@ -281,7 +281,8 @@ class DiffaccelSession:
         from . import floors
 
         path = str(self.settings.floors) if self.settings.floors else None
-        return {**dict(self.info.ssim_overrides), **floors.overrides(self.info.name, path)}
+        generic = {name: t.min_ssim for name, t in self.registry.techniques.items()}
+        return {**dict(self.info.ssim_overrides), **floors.overrides(self.info.name, path, generic)}
 
     def machine_spread(self, figure: str, where: dict[str, Any] | None = None) -> tuple[float | None, int]:
         """The typical run-to-run spread of ``figure`` over the tests of this machine's baseline file."""

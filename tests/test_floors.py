@@ -51,6 +51,17 @@ def test_a_model_measured_floor_wins_over_the_default(tmp_path):
     assert table["bf16"] == table["fp16"] == table["tf32"] == 0.97 and "int8-dynamic" not in table
 
 
+def test_a_default_floor_never_makes_an_unmeasured_models_gate_stricter_than_the_technique_own(tmp_path):
+    path = _write(
+        tmp_path / "f.json",
+        {"models": {"tiny": {"classes": {"exact": {"floor": 0.998}}}}, "default": {"exact": 0.998, "quantized": 0.5}},
+    )
+    generic = {"fuse-qkv": 0.97, "int8-dynamic": 0.85}
+    assert floors.overrides("tiny", path, generic)["fuse-qkv"] == 0.998  # measured on this model: kept
+    real = floors.overrides("my/real-model", path, generic)
+    assert real["fuse-qkv"] == 0.97 and real["int8-dynamic"] == 0.5  # the lower of the two
+
+
 def test_the_committed_floors_cover_every_class_a_preset_runs():
     data = floors.load()
     assert data, "pytest_diffaccel/floors.json is missing: run python benchmarks/fidelity_floors.py"

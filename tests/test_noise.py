@@ -101,6 +101,20 @@ def test_float32_draw_keeps_other_dtypes_and_positional_arguments():
     assert float32_draw(draw) is draw  # never wrapped twice
 
 
+def test_float64_starts_from_the_fp32_noise():
+    """torch draws float64 from another stream than float32 (on every version): with the patch, a
+    float64 draw is the float32 draw, cast."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    def draw(fn, dtype):
+        return fn((4, 8), generator=torch.Generator().manual_seed(3), dtype=dtype)
+
+    plain = draw(randn_tensor, torch.float64)
+    assert not torch.equal(plain.float(), draw(randn_tensor, torch.float32))  # why the patch is needed
+    patched = draw(float32_draw(randn_tensor), torch.float64)
+    assert patched.dtype == torch.float64 and torch.equal(patched, draw(randn_tensor, torch.float32).double())
+
+
 def test_half_precision_passes_the_fidelity_gate_under_old_torch_noise(user_suite, run_inner):
     user_suite.makeconftest(OLD_TORCH)
     result = run_inner("--diffaccel-techniques=fp32,bf16,fp16", "--diffaccel-json=report.json")
