@@ -318,13 +318,16 @@ def _noise(pipe, strength):
 
 
 def pytest_diffaccel_register_techniques(register):
-    for percent in (2, 5, 10, 20):
-        def noise(pipe, strength=percent / 100):
+    def noise_of(strength):
+        def noise(pipe):  # one parameter: a second one would receive the apply context
             if MUTATE:
                 _noise(pipe, strength)
             return pipe
 
-        register(f"unet-noise-{percent}", min_ssim=REDUCED)(noise)
+        return noise
+
+    for percent in (2, 5, 10, 20):
+        register(f"unet-noise-{percent}", min_ssim=REDUCED)(noise_of(percent / 100))
 
     @register("nan-weight", min_ssim=EXACT)
     def nan_weight(pipe):
@@ -688,6 +691,11 @@ def summary(raw: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def caught(verdict: str) -> bool:
+    """A mutation is caught by a failed gate; an error in the case itself (a broken mutation) is not."""
+    return verdict.startswith("FAIL") and "error" not in verdict
+
+
 def fidelity_table(raw: dict[str, Any]) -> str:
     """Mutations caught and clean techniques flagged by the fidelity gates, per number of fidelity seeds."""
     data = raw["fidelity"]
@@ -717,7 +725,7 @@ def fidelity_table(raw: dict[str, Any]) -> str:
         missed = [
             c["label"]
             for c in data["cases"]
-            if c["kind"] == "mutation" and runs.get(c["technique"], {}).get("verdict", "").startswith("pass")
+            if c["kind"] == "mutation" and not caught(runs.get(c["technique"], {}).get("verdict", ""))
         ]
         flagged = [
             c["label"]
