@@ -79,6 +79,14 @@ def user_suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 @pytest.fixture
+def untimed() -> str:
+    """The timing gates reported, not judged: for inner runs about something else (fidelity, wiring,
+    a search's recipe) whose outcome must not hang on the machine's load of the moment (a busy shared
+    CPU moved fp32's absolute time 2.6x and a cold start 4.6x against a one-run history)."""
+    return "--diffaccel-report-only=latency,compile-time,cold-start,memory"
+
+
+@pytest.fixture
 def run_inner(pytester: pytest.Pytester):
     """Run an inner pytest session in-process with the fast settings; returns the RunResult."""
 

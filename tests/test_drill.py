@@ -27,7 +27,7 @@ def test_the_drill_fails_the_gate_and_says_it_is_a_drill(user_suite, run_inner, 
     drilled.stdout.fnmatch_lines(
         [
             "*FIRE DRILL (DIFFACCEL_SLOWDOWN): real extra work injected into fuse-qkv +60%, no-such-technique +10%*",
-            "*latency gate failed: relative to the fp32 reference, 1.* slower (2 blocks:*",
+            "*latency gate failed: relative to the fp32 reference, *x slower (* blocks:*",
             "*fire drill: DIFFACCEL_SLOWDOWN names no-such-technique, which no test of this run applied*",
         ]
     )

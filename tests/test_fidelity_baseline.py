@@ -39,10 +39,10 @@ def project(user_suite: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_a_nudged_exact_technique_fails_against_its_baseline_and_the_unchanged_rerun_passes(
-    project, run_inner, monkeypatch, tmp_path
+    project, run_inner, untimed, monkeypatch, tmp_path
 ):
     folder = tmp_path / "baselines"
-    args = ("--diffaccel-techniques", "fp32,nudged", f"--diffaccel-baselines={folder}")
+    args = ("--diffaccel-techniques", "fp32,nudged", f"--diffaccel-baselines={folder}", untimed)
     run_inner(*args, "--diffaccel-save", "all").assert_outcomes(passed=2)
     entries = json.loads(next(folder.glob("cpu-*.json")).read_text())["entries"]
     stored = entries["test_speed.py::test_acceleration[nudged]"]["fidelity"]
@@ -65,9 +65,9 @@ def test_a_nudged_exact_technique_fails_against_its_baseline_and_the_unchanged_r
     assert "fidelity gate failed" not in nudged.stdout.str()  # the absolute floor (0.90) alone would pass it
 
 
-def test_a_failed_fidelity_regression_is_not_saved(project, run_inner, monkeypatch, tmp_path):
+def test_a_failed_fidelity_regression_is_not_saved(project, run_inner, untimed, monkeypatch, tmp_path):
     folder = tmp_path / "b"
-    args = ("--diffaccel-techniques", "nudged", f"--diffaccel-baselines={folder}")
+    args = ("--diffaccel-techniques", "nudged", f"--diffaccel-baselines={folder}", untimed)
     run_inner(*args, "--diffaccel-save", "all")
     path = next(folder.glob("cpu-*.json"))
     before = path.read_bytes()

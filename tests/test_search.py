@@ -381,7 +381,9 @@ def test_real_search_on_tiny_sd_finds_a_recipe_at_least_as_fast_as_the_best_sing
 # ----------------------------------------------------------------------------- through pytest
 
 
-def test_search_through_pytest_gates_and_saves_the_recipe_and_the_next_run_gates_it(user_suite, run_inner, tmp_path):
+def test_search_through_pytest_gates_and_saves_the_recipe_and_the_next_run_gates_it(
+    user_suite, run_inner, untimed, tmp_path
+):
     folder = tmp_path / "b"
     report = tmp_path / "search.json"
     budget_minutes = 0.75
@@ -406,7 +408,9 @@ def test_search_through_pytest_gates_and_saves_the_recipe_and_the_next_run_gates
 
     plain = run_inner("--diffaccel-steps=2", f"--diffaccel-baselines={folder}", "--collect-only", "-q")
     plain.stdout.fnmatch_lines([f"test_speed.py::test_acceleration[[]{chosen}[]]"])
-    gated = run_inner("--diffaccel-steps=2", f"--diffaccel-baselines={folder}", "-k", chosen.replace("+", " and "))
+    gated = run_inner(
+        "--diffaccel-steps=2", f"--diffaccel-baselines={folder}", untimed, "-k", chosen.replace("+", " and ")
+    )
     gated.assert_outcomes(passed=1)
     gated.stdout.fnmatch_lines([f"{chosen} * 1 run *pass*"])  # judged against the search's saved run
 
