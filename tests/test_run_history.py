@@ -93,7 +93,7 @@ def test_a_slowdown_is_confirmed_before_it_fails_and_a_clean_rerun_pays_nothing(
 ):
     folder = tmp_path / "baselines"
     # max-slowdown 30%: the suspect level (and the drift a block may show) is 15%, beyond what two
-    # clean runs of this shared CPU differ by (at 10% a clean rerun was confirmed once in ~8 runs);
+    # clean runs of this shared CPU differ by (at 10% a clean rerun was confirmed in one CI run);
     # the slowdown below is a whole extra UNet forward, far beyond it
     args = ("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}", "--diffaccel-max-slowdown=30%")
     run_inner(*args, "--diffaccel-save", "all").assert_outcomes(passed=1)
