@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -199,12 +200,10 @@ def same_samples(row: dict[str, Any], entry: dict[str, Any]) -> dict[str, bool] 
 # ----------------------------------------------------------------------------- the model's matrix rate
 
 
-def any_of(chances) -> float:
-    """The chance that at least one of independent events happens."""
-    survive = 1.0
-    for p in chances:
-        survive *= 1.0 - p
-    return 1.0 - survive
+def any_of(chances: Iterable[float]) -> float:
+    """The chance that at least one of independent events happens (latency.matrix_false_alarm is the
+    case of equal chances)."""
+    return 1.0 - math.prod(1.0 - p for p in chances)
 
 
 def simulated_false_alarm(sigma: float, history_runs: int, trials: int, seed: int) -> float:
