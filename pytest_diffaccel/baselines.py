@@ -9,8 +9,12 @@ Rules that keep a reviewed baseline safe:
   sets of entries;
 * a corrupt file, or one of an unknown schema, is an error that names the file and is
   never overwritten;
-* schema 2 keeps a history of runs per test (history.py); a schema-1 file is read as is and
-  upgraded, every entry of it, only when a save writes the file: nothing stored is lost.
+* schema 2 keeps a history of runs per test (history.py); schema 3 adds the environment the file
+  was recorded in (fingerprint.py). One folder holds one file per hardware environment:
+  ``<machine key>.json``, and ``<machine key>-<hash>.json`` for another environment under the same key.
+  A run reads only the file of its own hardware fingerprint; files of other environments, and
+  files recorded before fingerprints (schema 1 and 2: hardware unknown), are kept and named, never
+  judged against and never written into.
 
 Pure Python, no torch.
 """
@@ -30,8 +34,9 @@ from typing import Any
 
 from .history import upgraded
 
-SCHEMA = 2
-READABLE = (1, 2)
+SCHEMA = 3
+READABLE = (1, 2, 3)
+FINGERPRINTED = 3  # the first schema whose files say which environment recorded them
 
 
 class BaselineError(Exception):
@@ -99,20 +104,110 @@ def parse(path: Path, text: str) -> dict[str, Any]:
     return entries
 
 
-def load(path: Path) -> dict[str, Any]:
-    """The entries of ``path``; empty when the file doesn't exist."""
+def _read(path: Path) -> str | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return None
     except OSError as error:
         raise _file_error(path, f"can't be read ({error.strerror})") from None
-    return parse(path, text)
 
 
-def render(machine: str, entries: Mapping[str, Any]) -> str:
+def load(path: Path) -> dict[str, Any]:
+    """The entries of ``path``; empty when the file doesn't exist."""
+    text = _read(path)
+    return {} if text is None else parse(path, text)
+
+
+def environment_of(path: Path, text: str) -> dict[str, Any] | None:
+    """The environment a file was recorded in (its hash recomputed from its hardware), None before schema 3."""
+    data = json.loads(text)
+    if data.get("schema", 0) < FINGERPRINTED:
+        return None
+    environment = data.get("environment")
+    if not isinstance(environment, dict) or not isinstance(environment.get("hardware"), dict):
+        raise _file_error(path, "schema 3 without an 'environment' object holding 'hardware'")
+    from .fingerprint import hardware_hash
+
+    return {**environment, "hash": hardware_hash(environment["hardware"])}
+
+
+def render(machine: str, entries: Mapping[str, Any], environment: Mapping[str, Any] | None = None) -> str:
     """Sorted keys, two-space indentation, trailing newline: clean git diffs."""
-    return json.dumps({"schema": SCHEMA, "machine": machine, "entries": dict(entries)}, indent=2, sort_keys=True) + "\n"
+    data: dict[str, Any] = {"schema": SCHEMA, "machine": machine, "entries": dict(entries)}
+    if environment is not None:
+        data["environment"] = dict(environment)
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+# ----------------------------------------------------------------------------- one file per environment
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A baseline file of the folder: where it is, the environment it was recorded in (None: unknown)."""
+
+    path: Path
+    environment: dict[str, Any] | None
+    tests: int
+
+
+@dataclass
+class Located:
+    """This environment's baseline file (it may not exist yet) and the files of the same key recorded elsewhere."""
+
+    path: Path
+    entries: dict[str, Any]
+    environment: dict[str, Any] | None  # this run's fingerprint
+    others: list[Stored] = field(default_factory=list)
+    matched: bool = False  # a file recorded in this environment exists
+
+    def mismatch(self) -> str | None:
+        """One line on why the files of this key can't judge this run, or None when one of them is this
+        environment's (or there is none at all)."""
+        if self.matched or not self.others or self.environment is None:
+            return None
+        from .fingerprint import hardware_differences
+
+        now = self.environment["hardware"]
+
+        def differences(stored: Stored) -> str:
+            return hardware_differences(stored.environment["hardware"] if stored.environment else None, now)
+
+        nearest = min(self.others, key=lambda stored: (stored.environment is None, len(differences(stored))))
+        more = f" (and {len(self.others) - 1} more file(s) of other environments)" if len(self.others) > 1 else ""
+        return f"{nearest.path} {differences(nearest)}{more}"
+
+
+def candidates(folder: Path, key: str) -> list[Path]:
+    """The files a machine key may use: ``<key>.json``, then ``<key>-<hash>.json`` (one per other environment)."""
+    from .fingerprint import HASH_LENGTH
+
+    pattern = re.compile(re.escape(key) + r"-[0-9a-f]{" + str(HASH_LENGTH) + r"}\.json")
+    found = [folder / f"{key}.json"] if (folder / f"{key}.json").is_file() else []
+    return found + sorted(p for p in folder.glob(f"{key}-*.json") if pattern.fullmatch(p.name))
+
+
+def locate(folder: Path, key: str, environment: Mapping[str, Any] | None) -> Located:
+    """The file of this key recorded in this hardware environment (by fingerprint, whatever its name), or the
+    name a first save will give it: ``<key>.json`` when free, else ``<key>-<hash>.json``. ``environment``
+    None (a caller that doesn't fingerprint) reads ``<key>.json`` as before."""
+    if environment is None:
+        path = folder / f"{key}.json"
+        return Located(path=path, entries=load(path), environment=None)
+    others = []
+    for path in candidates(folder, key):
+        text = _read(path)
+        if text is None:
+            continue
+        entries = parse(path, text)
+        stored = environment_of(path, text)
+        if stored is not None and stored["hash"] == environment["hash"]:
+            return Located(path=path, entries=entries, environment=dict(environment), others=others, matched=True)
+        others.append(Stored(path=path, environment=stored, tests=len(entries)))
+    free = folder / f"{key}.json"
+    path = free if not free.exists() else folder / f"{key}-{environment['hash']}.json"
+    return Located(path=path, entries={}, environment=dict(environment), others=others)
 
 
 @contextlib.contextmanager
@@ -182,6 +277,7 @@ def save(
     updates: Mapping[str, Merge | dict[str, Any]],
     mode: str,
     files: Mapping[str, Callable[[Path], str]] | None = None,
+    environment: Mapping[str, Any] | None = None,
 ) -> SaveReport:
     """Fold ``updates`` into ``path`` under a lock. Each update is a new entry, or a function from the
     stored entry (None if there is none) to the new one. ``mode``: 'all' updates every test that ran,
@@ -190,12 +286,18 @@ def save(
 
     ``files``: per test id, a writer of the files its entry names (thumbnails), called under the same
     lock *before* the JSON that names them is written; afterwards, thumbnails that no baseline file of
-    the folder names any more are removed."""
+    the folder names any more are removed.
+
+    ``environment``: this run's fingerprint. The file is then found again under the lock by its hardware
+    hash (``path`` names the key's folder and name), so that two environments saving at once into one
+    folder each write their own file; the file records the environment."""
     if mode not in ("all", "missing"):
         raise ValueError(f"save mode {mode!r}")
-    report = SaveReport(path=path)
     with locked(path):
-        entries = load(path)  # re-read: another process may have saved meanwhile; corrupt -> refuse
+        if environment is not None:  # re-read: another process may have saved meanwhile; corrupt -> refuse
+            path = locate(path.parent, machine, environment).path
+        report = SaveReport(path=path)
+        entries = load(path)
         for test_id, update in sorted(updates.items()):
             if mode == "missing" and test_id in entries:
                 report.kept.append(test_id)
@@ -205,7 +307,7 @@ def save(
             entries[test_id] = update(entries.get(test_id)) if callable(update) else dict(update)
             report.written.append(test_id)
         if report.written:
-            write_atomic(path, render(machine, {k: upgraded(v) for k, v in entries.items()}))
+            write_atomic(path, render(machine, {k: upgraded(v) for k, v in entries.items()}, environment))
             if files:
                 collect_thumbnails(path.parent)
     return report

@@ -95,7 +95,7 @@ class Benchmark:
             first, scores, why_broken, entry, note, judgement, figures, reference, regression, effects
         )
         result = self._result(test_id, call, first, blocks, figure, scores, reference, note, decision, reuse)
-        _attach(result, seeds, scores, first, reference, effects, entry, figure)
+        _attach(result, seeds, scores, first, reference, effects, entry, figure, state.stack_changes(entry))
         return result
 
     # ------------------------------------------------------------------ steps
@@ -156,7 +156,10 @@ class Benchmark:
         ssim_then, ssim_now = fidelity.common_worst(
             list(stored.get("per_seed") or [stored.get("ssim")]), scores.per_seed
         )
-        return fidelity.Regression(ssim_then, ssim_now, moved, fidelity.tolerance(drift, same))
+        from .fingerprint import software_changes
+
+        changes = tuple(software_changes(stored.get("versions"), state.versions()))
+        return fidelity.Regression(ssim_then, ssim_now, moved, fidelity.tolerance(drift, same), changes)
 
     def _latency(
         self,
@@ -279,6 +282,9 @@ class Benchmark:
                 syncs_per_step=measurement.syncs_per_step,
                 max_syncs=settings.max_syncs,
                 report_only=settings.report_only,
+                require_baseline=settings.require_baseline and not settings.save,
+                record_command=state.record_command(),
+                stack_changes=state.stack_changes(entry) if judgement is not None else (),
             )
         )
 
@@ -288,7 +294,13 @@ class Benchmark:
         stored = (entry or {}).get("breakdown_relative" if self._relative_breakdown else "breakdown")
         if not stored:
             return ""
-        return breakdown.compare(self._components(first, reference), stored)
+        calls = first.measurement.breakdown
+        return breakdown.compare(
+            self._components(first, reference),
+            stored,
+            shares=breakdown.shares_of(breakdown.medians(calls)),
+            noises={c: breakdown.noise(calls, c) for c in breakdown.COMPONENTS},
+        )
 
     @property
     def _relative_breakdown(self) -> bool:
@@ -389,6 +401,7 @@ def _attach(
     effects: list[tuple[str, Any]],
     entry: dict[str, Any] | None,
     figure: str,
+    state_changes: list[str],
 ) -> None:
     """What the reports and a saved baseline need beside the verdict: seeds, thumbnails, effects, history."""
     result.fidelity_seeds = [s for s, _, _ in seeds]
@@ -399,6 +412,7 @@ def _attach(
         {"part": label, "applied": e.applied, "checked": e.checked, "line": e.line} for label, e in effects
     ]
     if entry:
+        result.stack_changes = list(state_changes)
         result.baseline_samples = list(entry.get("relative_samples" if figure == "ratio" else "samples") or [])
         result.history = [math.exp(v) for v in (history.levels(history.runs_of(entry), figure) or [[]])[-1]]
 

@@ -12,6 +12,7 @@ end event was synchronized); on the CPU it is ``time.perf_counter``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -141,20 +142,62 @@ def relative(components: Mapping[str, float], reference: Mapping[str, float]) ->
     return {k: v / reference[k] for k, v in components.items() if reference.get(k, 0.0) > 1e-9}
 
 
-def compare(candidate: Mapping[str, float], baseline: Mapping[str, float], threshold: float = 0.05) -> str:
-    """'VAE decode 1.42x slower; denoiser unchanged; ...': which component moved. Pure."""
-    parts = []
-    moved = []
+SHARE_OF_CHANGE = 0.25  # a component is named as moved only if it carries this share of the total's change
+
+
+def noise(calls: Sequence[Mapping[str, Any]], component: str) -> float:
+    """The relative spread of one component over a run's calls (scaled MAD over median, a log-ratio scale)."""
+    values = [call[component] for call in calls if call.get(component, 0.0) > 0]
+    if len(values) < 3:
+        return 0.0
+    center = stats.median(values)
+    mad = stats.median([abs(v - center) for v in values])
+    return 1.4826 * mad / center if center > 0 else 0.0
+
+
+def compare(
+    candidate: Mapping[str, float],
+    baseline: Mapping[str, float],
+    shares: Mapping[str, float] | None = None,
+    noises: Mapping[str, float] | None = None,
+    threshold: float = 0.05,
+) -> str:
+    """'denoiser 1.38x slower (94% of the change); text encoder, VAE decode, rest within noise': which
+    component moved. Pure.
+
+    ``candidate`` and ``baseline`` are each component's time (seconds, or ratios over the fp32
+    reference's same component). A component is named as moved only when (1) its ratio is beyond
+    ``threshold`` and beyond twice its own spread over this run's calls (``noises``), and (2) with
+    ``shares`` (each component's share of this run's call time), it carries at least a quarter of
+    the total's change: a 7 ms text encoder 1.4x slower does not explain a 1.3x slower call."""
+    ratios = {}
     for component in COMPONENTS:
         new, old = candidate.get(component), baseline.get(component)
-        if not new or not old or old < 1e-6:
-            continue
-        ratio = new / old
-        if ratio > 1 + threshold:
-            moved.append((ratio, f"{component} {ratio:.2f}x slower"))
-        elif ratio < 1 / (1 + threshold):
-            moved.append((1 / ratio, f"{component} {1 / ratio:.2f}x faster"))
+        if new and old and old >= 1e-6:
+            ratios[component] = new / old
+    contributions = {}
+    if shares:
+        contributions = {c: shares.get(c, 0.0) * (1.0 - 1.0 / r) for c, r in ratios.items()}
+    total_change = sum(abs(v) for v in contributions.values())
+    moved, quiet = [], []
+    for component, ratio in ratios.items():
+        size = ratio if ratio >= 1 else 1.0 / ratio
+        beyond = size > 1 + threshold and math.log(size) > 2.0 * (noises or {}).get(component, 0.0)
+        carries = not shares or (total_change > 0 and abs(contributions[component]) >= SHARE_OF_CHANGE * total_change)
+        if beyond and carries:
+            direction = "slower" if ratio >= 1 else "faster"
+            share = f" ({abs(contributions[component]) / total_change:.0%} of the change)" if shares else ""
+            moved.append((size, f"{component} {size:.2f}x {direction}{share}"))
         else:
-            parts.append(f"{component} unchanged")
+            quiet.append(component)
     moved.sort(reverse=True)
-    return "; ".join([text for _, text in moved] + parts)
+    parts = [text for _, text in moved]
+    if quiet:
+        parts.append(", ".join(quiet) + " within noise")
+    return "; ".join(parts)
+
+
+def shares_of(components: Mapping[str, float]) -> dict[str, float]:
+    """Each component's share of the call (seconds over their sum)."""
+    total = sum(components.get(c, 0.0) for c in COMPONENTS)
+    return {c: components.get(c, 0.0) / total for c in COMPONENTS} if total > 0 else {}

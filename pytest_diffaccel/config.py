@@ -116,7 +116,7 @@ def parse_prompts(value: Any, name: str) -> tuple[str, ...]:
 
 GATE_NAMES = (
     "broken", "fidelity", "fidelity regression", "not applied", "speed-up", "syncs", "latency",
-    "compile time", "cold start", "memory",
+    "compile time", "cold start", "memory", "baseline",
 )  # fmt: skip
 
 
@@ -249,6 +249,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "machine", parse_text, "machine key for baselines (default: derived from the GPU or CPU model)", metavar="NAME"
+    ),
+    Option(
+        "require_baseline",
+        parse_bool,
+        "for CI: fail a test that has no baseline for this environment (hardware fingerprint), or whose latency "
+        "verdict is undecided (beyond max-slowdown but the history is too short to tell), naming the command "
+        "that records one; without it such a test passes and says so",
+        flag=True,
     ),
     Option(
         "save_runs",
@@ -446,6 +454,7 @@ DEFAULTS: Mapping[str, Any] = {
     "baselines": None,  # <rootdir>/baselines
     "save": None,
     "machine": None,
+    "require_baseline": False,
     "save_runs": 1,
     "history": 10,
     "max_slowdown": 0.10,
@@ -493,6 +502,7 @@ class Settings:
     baselines: Path | None = None
     save: str | None = None
     machine: str | None = None
+    require_baseline: bool = False
     save_runs: int = 1
     history: int = 10
     max_slowdown: float = 0.10
@@ -588,6 +598,8 @@ class Settings:
                 parts.append(f"save-runs={self.save_runs}")
         if self.machine:
             parts.append(f"machine={self.machine}")
+        if self.require_baseline:
+            parts.append("require-baseline")
         return " ".join(parts)
 
 

@@ -134,6 +134,7 @@ class Regression:
     ssim_now: float | None
     moved: float | None  # SSIM of this run's images vs the baseline's (thumbnails)
     tolerance: Tolerance
+    changes: tuple[str, ...] = ()  # the software changes since the baseline ("torch 2.12.0 -> 2.13.0")
 
     @property
     def dropped(self) -> bool:
@@ -157,7 +158,8 @@ class Regression:
             parts.append(f"SSIM {self.ssim_then:.4f} -> {self.ssim_now:.4f} vs its baseline")
         if self.moved is not None:
             parts.append(f"image vs its baseline image SSIM {self.moved:.4f}")
-        return "; ".join(parts) + f" (tolerance {self.tolerance.value:.3g}: {self.tolerance.basis})"
+        stack = f"after {', '.join(self.changes)}: " if self.changes else ""
+        return stack + "; ".join(parts) + f" (tolerance {self.tolerance.value:.3g}: {self.tolerance.basis})"
 
 
 def common_worst(then: list[float], now: list[float]) -> tuple[float | None, float | None]:

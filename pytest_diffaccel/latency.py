@@ -18,6 +18,10 @@ three things: pass, fail, or "another": not sure yet, measure an independent blo
    beyond max-slowdown. Two blocks that disagree (one beyond
    max-slowdown, one not) with a block left to spend -> another block.
 3. Passing with d below -log(1 + max-slowdown) and significant the other way is "faster".
+4. "Can't tell yet" is not a pass: when a majority of the blocks (all of them, with two) agree beyond
+   max-slowdown but the history is too short or too noisy to make it significant, the verdict is
+   *undecided*, with the number of runs of history that would decide a slowdown of this size at
+   this spread (None when no history length would: the spread itself is too wide).
 
 alpha is per test; a matrix of T clean tests raises any false alarm with chance at most
 1 - (1 - alpha)^T (``matrix_false_alarm``): the default 0.0005 keeps a 20-test matrix under 1%.
@@ -33,7 +37,6 @@ from . import stats
 from .history import Spread
 
 SUSPECT_FRACTION = 0.5  # a block beyond half of max-slowdown is confirmed before any verdict
-MEDIAN_OF_THREE = 0.4487  # variance of the median of three standard normals
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,8 @@ class Judgement:
     improvement: bool = False
     reason: str = ""
     drifted: tuple[bool, ...] = field(default=())
-
-    @property
-    def confirmed(self) -> bool:
-        return len(self.blocks) > 1
+    undecided: bool = False  # beyond max-slowdown by the blocks, but not significant against this history
+    deciding_runs: int | None = None  # runs of history that would make this estimate significant
 
     def describe(self) -> str:
         direction = "slower" if self.ratio >= 1 else "faster"
@@ -75,19 +76,24 @@ class Judgement:
         return self.detectable > (1.0 + self.max_slowdown) * 1.25
 
 
-def center_and_factor(values: Sequence[float]) -> tuple[float, float]:
-    """The blocks' combined estimate and the factor c_k of its variance (sigma^2 * c_k)."""
-    k = len(values)
-    if k <= 2:
-        return stats.mean(values), 1.0 / k
-    factor = MEDIAN_OF_THREE if k == 3 else math.pi / (2.0 * k)
-    return stats.median(values), factor
+def center(values: Sequence[float]) -> float:
+    """The blocks' combined estimate: their mean, their median with three or more (one disturbed block
+    can't carry the verdict)."""
+    return stats.mean(values) if len(values) <= 2 else stats.median(values)
 
 
-def detectable_ratio(sigma: float, history_runs: int, max_slowdown: float, alpha: float, blocks: int = 2) -> float:
-    """The smallest slowdown that ``blocks`` blocks exactly at it would fail: beyond max-slowdown and significant
+def deciding_runs(d: float, sigma: float, alpha: float) -> int | None:
+    """The history length n at which an estimate d (log) would be significant at this spread:
+    d > z_alpha * sigma * sqrt(1 + 1/n). None when no length would (d within z_alpha * sigma)."""
+    z = stats.normal_isf(alpha) * sigma
+    if z <= 0 or d <= z:
+        return None
+    return max(1, math.ceil(1.0 / ((d / z) ** 2 - 1.0)))
+
+
+def detectable_ratio(sigma: float, history_runs: int, max_slowdown: float, alpha: float) -> float:
+    """The smallest slowdown that blocks exactly at it would fail: beyond max-slowdown and significant
     (the blocks of one run share its noise: their number does not shrink the standard error)."""
-    del blocks
     se = sigma * math.sqrt(1.0 + 1.0 / max(history_runs, 1))
     return math.exp(max(math.log1p(max_slowdown), stats.normal_isf(alpha) * se))
 
@@ -110,7 +116,7 @@ def judge(
     suspect_level = math.log1p(max_slowdown * SUSPECT_FRACTION if suspect is None else suspect)
     base = stats.mean(history)
     diffs = [b - base for b in blocks]
-    d, _ = center_and_factor(diffs)
+    d = center(diffs)
     se = spread.sigma * math.sqrt(1.0 + 1.0 / len(history))
     p_slower = stats.normal_sf(d / se) if se > 0 else (0.0 if d > 0 else 1.0)
     p_faster = stats.normal_sf(-d / se) if se > 0 else (0.0 if d < 0 else 1.0)
@@ -141,6 +147,18 @@ def judge(
     elif state == "pass":
         if d <= threshold:
             reason = f"inside max-slowdown {max_slowdown:.0%}"
+        elif not significant and majority:
+            runs = deciding_runs(d, spread.sigma, alpha)
+            decide = (
+                f"a history of about {runs} runs at this spread would decide it"
+                if runs is not None
+                else "no history length decides it at this spread: the machine is too noisy for this gate"
+            )
+            reason = (
+                f"undecided: the blocks agree beyond max-slowdown {max_slowdown:.0%}, but a history of "
+                f"{len(history)} run{'s' if len(history) != 1 else ''} can't make it significant "
+                f"(p={p_slower:.2g} >= alpha {alpha:g}); {decide}"
+            )
         elif not significant:
             reason = f"within this machine's run-to-run noise (p={p_slower:.2g} >= alpha {alpha:g})"
         else:
@@ -156,11 +174,13 @@ def judge(
         spread=spread,
         max_slowdown=max_slowdown,
         alpha=alpha,
-        detectable=detectable_ratio(spread.sigma, len(history), max_slowdown, alpha, min(2, max_blocks)),
+        detectable=detectable_ratio(spread.sigma, len(history), max_slowdown, alpha),
         regression=state == "fail",
         improvement=state == "pass" and d < -threshold and p_faster < alpha,
         reason=reason,
         drifted=drift,
+        undecided=state == "pass" and d > threshold and majority and not significant,
+        deciding_runs=deciding_runs(d, spread.sigma, alpha) if state == "pass" and d > threshold else None,
     )
 
 

@@ -72,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "--diffaccel-save-runs: records runs into the baselines, so it needs --diffaccel-save all (or missing)"
         )
     state = DiffaccelSession(settings, registry)
+    state.invocation = tuple(str(a) for a in config.invocation_params.args)
     state.compile_cache = "warm" if _inductor_cache_entries() else "cold"
     from .drill import DrillError, requested
 
@@ -137,13 +138,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(STATE, None)
     if state is None:
         return []
-    from .latency import matrix_false_alarm
-
     settings = state.settings
     lines = [
         f"diffaccel: {settings.describe()}",
-        f"diffaccel: latency gate at alpha {settings.alpha:g} per test: a clean run of a 20-technique matrix raises "
-        f"any false alarm with chance <= {matrix_false_alarm(settings.alpha, 20):.1%}",
+        f"diffaccel: latency gate at alpha {settings.alpha:g} per test; a whole matrix's false-alarm rate depends on "
+        "how many runs its history holds (measured in docs/verdict-quality.md)",
     ]
     if state.drills:
         drills = ", ".join(f"{name} +{fraction:.0%}" for name, fraction in state.drills.items())
@@ -245,6 +244,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     state.used = True
     _check_inputs(state, load=not config.option.collectonly)
+    _environment_lines(config, state)
     if state.settings.search:
         from .search_item import replace_matrix
 
@@ -263,6 +263,17 @@ def _check_inputs(state: Any, load: bool) -> None:
         state.baseline_entries()
     except (BaselineError, ModelError) as error:
         raise pytest.UsageError(str(error)) from None
+
+
+def _environment_lines(config: pytest.Config, state: Any) -> None:
+    """The run's hardware fingerprint and which baseline file it reads, or what differs from those there are."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or _is_worker(config):
+        return
+    from .report.environment import environment_lines
+
+    for line in environment_lines(state):
+        reporter.write_line(f"diffaccel: {line}")
 
 
 # ----------------------------------------------------------------------------- fixtures

@@ -62,6 +62,7 @@ class Result:
     wall_seconds: float | None = None  # the whole diffaccel_benchmark call: every block, fidelity, checks
     recipe: bool = False  # chosen by --diffaccel-search: saved marked, so the plain matrix gates it
     history: list[float] = field(default_factory=list)  # the baseline history's runs (newest level), same figure
+    stack_changes: list[str] = field(default_factory=list)  # software changes since the history ("torch a -> b")
     recorded: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     @property

@@ -73,7 +73,8 @@ class DiffaccelSession:
         self._references: dict[str, Reference | BaseException] = {}
         self._baselines: dict[str, Any] | None = None
         self._machine: str | None = None
-        self._versions: dict[str, str | None] | None = None
+        self._fingerprint: dict[str, Any] | None = None
+        self._located: baseline_files.Located | None = None
         self._machine_spreads: dict[str, tuple[float | None, int]] = {}
         self._seed_images: dict[str, dict[int, Any]] = {}
         self.compile_cache = "cold"  # "warm" when torch.compile's cache held entries at the start of the run
@@ -84,6 +85,7 @@ class DiffaccelSession:
         self.drilled: set[str] = set()
         self.search: Any = None  # search.SearchResult of --diffaccel-search
         self.search_seconds: float | None = None
+        self.invocation: tuple[str, ...] = ()  # the command line's arguments, for the record command
 
     @property
     def info(self) -> ModelInfo:
@@ -113,15 +115,58 @@ class DiffaccelSession:
             self._machine = baseline_files.machine_key(self.device, self.gpu_name(), self.settings.machine)
         return self._machine
 
+    def fingerprint(self) -> dict[str, Any]:
+        """This run's environment (fingerprint.py): hardware hash, hardware, software."""
+        if self._fingerprint is None:
+            from .fingerprint import probe
+
+            self._fingerprint = probe(self.device)
+        return self._fingerprint
+
+    @property
+    def located(self) -> baseline_files.Located:
+        """This environment's baseline file among the machine key's files, and the others."""
+        if self._located is None:
+            assert self.settings.baselines is not None
+            self._located = baseline_files.locate(self.settings.baselines, self.machine, self.fingerprint())
+        return self._located
+
     @property
     def baseline_path(self) -> Path:
-        assert self.settings.baselines is not None
-        return self.settings.baselines / f"{self.machine}.json"
+        return self.located.path
 
-    def versions(self) -> dict[str, str | None]:
-        if self._versions is None:
-            self._versions = installed_versions()
-        return self._versions
+    def versions(self) -> dict[str, Any]:
+        """The software half of the fingerprint: library versions, python, torch's build and threads."""
+        return dict(self.fingerprint()["software"])
+
+    def no_baseline_note(self) -> str:
+        if self.located.others:
+            return "no baseline for this environment"
+        return f"no baseline for {self.machine}"
+
+    def record_command(self) -> str:
+        """The command that records this environment's baselines: this run's, saving 5 runs."""
+        recording = ("--diffaccel-save", "--diffaccel-save-runs", "--diffaccel-require-baseline")
+        keep: list[str] = []
+        skip_value = False
+        for arg in self.invocation:
+            if skip_value:
+                skip_value = False
+                continue
+            if arg.split("=", 1)[0] in recording:
+                skip_value = arg in recording[:2]  # "--diffaccel-save all": its value is the next word
+                continue
+            keep.append(arg)
+        return " ".join(["pytest", *keep, "--diffaccel-save=all", "--diffaccel-save-runs=5"])
+
+    def stack_changes(self, entry: dict[str, Any] | None) -> list[str]:
+        """What changed in the software since the newest run of the entry's history ('torch 2.12.0 -> 2.13.0')."""
+        from .fingerprint import software_changes
+
+        runs = history.runs_of(entry)
+        if not runs:
+            return []
+        return software_changes(runs[-1].get("versions"), self.versions())
 
     def environment(self) -> Environment:
         if self._environment is None:
@@ -262,14 +307,14 @@ class DiffaccelSession:
 
     def baseline_entries(self) -> dict[str, Any]:
         if self._baselines is None:
-            self._baselines = baseline_files.load(self.baseline_path)
+            self._baselines = self.located.entries
         return self._baselines
 
     def baseline_for(self, test_id: str, call: Call) -> tuple[dict[str, Any] | None, str]:
         """The stored entry for this test if it was recorded for the same call, and a note."""
         entry = self.baseline_entries().get(test_id)
         if entry is None:
-            return None, f"no baseline for {self.machine}"
+            return None, self.no_baseline_note()
         if entry.get("call") != call.describe():
             return None, "baseline recorded for another call (steps, size, prompts...): not compared"
         if entry.get("model") not in (None, self.info.name):
@@ -319,7 +364,7 @@ class DiffaccelSession:
         if not updates:
             self.saved = baseline_files.SaveReport(path=self.baseline_path)
             return
-        self.saved = baseline_files.save(self.baseline_path, self.machine, updates, mode, files)
+        self.saved = baseline_files.save(self.baseline_path, self.machine, updates, mode, files, self.fingerprint())
 
     # ------------------------------------------------------------------ applying a spec
 

@@ -9,7 +9,11 @@ Gates, in the order they are judged (every gate is judged; the first failure hea
    before any failure, judged with the history's run-to-run spread);
 5. compile time and cold start: the same rule on those figures, with ``max_compile_increase``;
 6. memory: peak above the baseline's beyond ``max_memory_increase`` plus a small slack.
-No baseline: gates 4 to 6 pass, and the report says "no baseline".
+No baseline: gates 4 to 6 pass, and the report says "no baseline" ("no baseline for this environment"
+when the folder holds histories of other hardware only). Strict mode (``--diffaccel-require-baseline``):
+the ``baseline`` gate fails such a test, naming the command that records one, and an *undecided*
+latency verdict (beyond max-slowdown, history too short to tell) fails the latency gate.
+A change of the software stack since the history's newest run is judged like any run, and named.
 """
 
 from __future__ import annotations
@@ -21,12 +25,7 @@ from .fidelity import Regression
 from .latency import Judgement
 from .units import fmt_bytes
 
-
-def relative_samples(samples: Sequence[float], reference_median: float) -> list[float]:
-    """Latencies divided by the fp32 reference's median of the same run (cancels machine drift)."""
-    if reference_median <= 0:
-        raise ValueError("reference median must be positive")
-    return [s / reference_median for s in samples]
+ENVIRONMENT_NOTE = "no baseline for this environment"
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,9 @@ class Inputs:
     syncs_per_step: float | None = None
     max_syncs: float | None = None
     report_only: Sequence[str] = ()  # gate names judged and reported but not failing the test
+    require_baseline: bool = False  # strict mode: no baseline, or an undecided latency verdict, fails
+    record_command: str = "pytest ... --diffaccel-save=all --diffaccel-save-runs=5"
+    stack_changes: Sequence[str] = ()  # software changes since the history's newest run ("torch a -> b")
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,11 @@ class Verdict:
             return "FAIL " + ", ".join(g.name for g in failures)
         if self.reported:
             return "pass (" + ", ".join(self.reported) + " reported only)"
+        if self.latency is not None and self.latency.undecided:
+            return "undecided"
         latency = next((g for g in self.gates if g.name == "latency"), None)
         if latency is not None and not latency.judged:
-            return "pass (no baseline)"
+            return f"pass ({ENVIRONMENT_NOTE})" if latency.message == ENVIRONMENT_NOTE else "pass (no baseline)"
         if self.latency is not None and self.latency.improvement:
             return "pass (faster)"
         return "pass"
@@ -180,9 +184,12 @@ def decide(inputs: Inputs) -> Verdict:
     latency = inputs.latency
     if latency is not None:
         what = "relative to the fp32 reference, " if inputs.compare_mode == "relative" else ""
-        text = f"{what}{latency.describe()}: {latency.reason}; {latency.spread.describe()}"
+        stack = f"after {', '.join(inputs.stack_changes)}: " if inputs.stack_changes else ""
+        text = f"{stack}{what}{latency.describe()}: {latency.reason}; {latency.spread.describe()}"
         if latency.regression:
             gates.append(Gate("latency", False, text + (f"; {inputs.breakdown_note}" if inputs.breakdown_note else "")))
+        elif latency.undecided and inputs.require_baseline:
+            gates.append(Gate("latency", False, f"{text} (--diffaccel-require-baseline fails what it can't tell)"))
         else:
             gates.append(Gate("latency", True, text))
         if latency.blind:
@@ -192,6 +199,15 @@ def decide(inputs: Inputs) -> Verdict:
             )
     else:
         gates.append(Gate("latency", True, inputs.baseline_note, judged=False))
+        if inputs.require_baseline and inputs.baseline_note.startswith("no baseline"):
+            gates.append(
+                Gate(
+                    "baseline",
+                    False,
+                    f"{inputs.baseline_note} (--diffaccel-require-baseline): record one on this machine with "
+                    f"`{inputs.record_command}`",
+                )
+            )
 
     # 5. compile time and cold start vs their history
     for name, judgement in inputs.figures:

@@ -1,5 +1,5 @@
 """The latency verdict end to end: run histories in the baselines, confirmation blocks, fp32 in
-absolute time, compile time as a gate, drift refused, schema-1 files upgraded, several runs in
+absolute time, compile time as a gate, drift refused, files from before fingerprints kept, several runs in
 one command. Real pytest sessions on tiny-sd; slowdowns are real extra UNet work, never sleep."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def project(user_suite: pytest.Pytester) -> pytest.Pytester:
 
 
 def entries(folder: Path) -> dict:
-    (path,) = folder.glob("cpu-*.json")
+    (path,) = folder.glob("*.json")
     return json.loads(path.read_text())["entries"]
 
 
@@ -175,29 +175,30 @@ def test_a_run_whose_rounds_drift_is_not_saved(project, run_inner, tmp_path):
     assert list(entries(folder)) == ["test_speed.py::test_acceleration[fp32]"]
 
 
-def test_a_schema_1_file_is_judged_as_is_and_upgraded_only_when_saving(project, run_inner, tmp_path):
+def test_a_file_from_before_fingerprints_is_kept_judges_nothing_and_saving_writes_this_environments_own(
+    project, run_inner, tmp_path
+):
     folder = tmp_path / "b"
     run_inner("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")
     path = next(folder.glob("cpu-*.json"))
     data = json.loads(path.read_text())
     (key,) = data["entries"]
     old = {k: v for k, v in data["entries"][key].items() if k not in ("runs", "breakdown_relative")}
-    other = {**old, "technique": "bf16"}
-    path.write_text(json.dumps({"schema": 1, "machine": data["machine"], "entries": {key: old, "t::other": other}}))
+    path.write_text(json.dumps({"schema": 1, "machine": data["machine"], "entries": {key: old}}))
     before = path.read_bytes()
 
-    judged = run_inner("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}")
+    judged = run_inner(
+        "--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all"
+    )
     judged.assert_outcomes(passed=1)
-    judged.stdout.fnmatch_lines(["*latency: 1 tests judged against their run history*"])
-    assert path.read_bytes() == before  # read, never written without --diffaccel-save
-
-    run_inner("--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")
-    upgraded = json.loads(path.read_text())
-    assert upgraded["schema"] == 2
-    assert len(upgraded["entries"][key]["runs"]) == 2  # the schema-1 run, then this one
-    kept = upgraded["entries"]["t::other"]
-    assert {k: v for k, v in kept.items() if k != "runs"} == other  # nothing of it lost
-    assert kept["runs"][0]["upgraded_from_schema"] == 1
+    judged.stdout.fnmatch_lines(
+        [f"*no baseline for this environment: *{path.name} was recorded before environment fingerprints*"]
+    )
+    assert "judged against their run history" not in judged.stdout.str()  # its hardware is unknown: no verdict
+    assert path.read_bytes() == before  # never written into, never upgraded
+    (mine,) = [p for p in folder.glob("cpu-*.json") if p != path]
+    assert mine.name == f"{path.stem}-{data['environment']['hash']}.json"
+    assert json.loads(mine.read_text())["schema"] == 3
 
 
 def test_several_runs_in_one_command_each_in_its_own_process(project, run_inner, tmp_path):

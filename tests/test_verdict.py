@@ -101,12 +101,6 @@ def test_measurement_failures_fail_the_verdict():
     assert v.headline.startswith("FAIL measurement")
 
 
-def test_relative_samples():
-    assert verdict.relative_samples([2.0, 4.0], 2.0) == [1.0, 2.0]
-    with pytest.raises(ValueError):
-        verdict.relative_samples([1.0], 0.0)
-
-
 def test_sync_gate_only_when_a_ceiling_is_set():
     assert not verdict.decide(inputs(syncs_per_step=6.0)).failed
     failed = verdict.decide(inputs(syncs_per_step=6.0, max_syncs=1))

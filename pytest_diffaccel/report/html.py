@@ -124,6 +124,9 @@ def _header(state: Any) -> list[tuple[str, str]]:
     driver = _driver()
     if driver:
         rows.append(("driver", driver))
+    from .environment import environment_lines
+
+    rows += [(f"environment{'' if i == 0 else ' history'}", line) for i, line in enumerate(environment_lines(state))]
     rows += [
         ("versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v)),
         ("commit", _commit()),

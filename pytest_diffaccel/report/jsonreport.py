@@ -86,6 +86,9 @@ def benchmark_entry(result: Any, state: Any) -> dict[str, Any]:
                 "spread": latency.spread.as_dict() if latency else None,
                 "detectable": latency.detectable if latency else None,
                 "reason": latency.reason if latency else None,
+                "undecided": latency.undecided if latency else False,
+                "deciding_runs": latency.deciding_runs if latency else None,
+                "stack_changes": list(result.stack_changes),
             },
             "verdict": result.headline,
             "gates": [
@@ -119,6 +122,8 @@ def _machine_and_commit() -> tuple[dict[str, Any], dict[str, Any]]:
 def render_json(state: Any) -> dict[str, Any]:
     import pytest_benchmark
 
+    from . import environment
+
     machine_info, commit_info = _machine_and_commit()
     machine = copy.deepcopy(machine_info)
     machine["diffaccel"] = {
@@ -127,6 +132,7 @@ def render_json(state: Any) -> dict[str, Any]:
         "machine_key": state.machine,
         "model": state.info.label,
         "versions": state.versions(),
+        "environment": environment.as_dict(state),
     }
     measured = [r for r in state.results if r.measured]
     return _clean(

@@ -10,23 +10,64 @@ from . import table
 def _markup(headline: str) -> dict[str, bool]:
     if headline.startswith("pass"):
         return {"green": True}
-    if headline == "skipped":
+    if headline in ("skipped", "undecided"):
         return {"yellow": True}
     return {"red": True, "bold": True}
 
 
-def latency_lines(state: Any) -> list[str]:
-    """What the latency verdict rests on: the false-alarm level of this matrix, and the confirmations."""
-    from ..latency import matrix_false_alarm
+def event_line(state: Any) -> str | None:
+    """Many tests moving together, as one line (events.py), or None."""
+    from ..events import Movement, together
 
+    movements = []
+    changes: list[str] = []
+    for r in state.results:
+        if r.verdict is None:
+            continue
+        latency = r.verdict.latency
+        picture = any(g.name == "fidelity regression" and not g.passed for g in r.verdict.gates) or any(
+            g.name == "fidelity regression" and "reported only" in g.message for g in r.verdict.gates
+        )
+        movements.append(
+            Movement(
+                technique=r.technique,
+                ratio=latency.ratio if latency is not None else None,
+                beyond=latency.max_slowdown if latency is not None else 0.0,
+                picture_moved=picture,
+                reference=r.figure == "median",
+            )
+        )
+        changes = changes or list(r.stack_changes)
+    return together(movements, changes)
+
+
+def stack_line(state: Any) -> str | None:
+    """The software changes since the histories' newest runs, once for the run."""
+    changes = sorted({c for r in state.results for c in r.stack_changes})
+    if not changes:
+        return None
+    return f"stack changed since the history: {', '.join(changes)} (each verdict below judges across it)"
+
+
+def latency_lines(state: Any) -> list[str]:
+    """What the latency verdict rests on, the confirmations, and what could not be told yet."""
     judged = [r for r in state.results if r.verdict is not None and r.verdict.latency is not None]
     lines = []
     if judged:
         alpha = state.settings.alpha
-        lines.append(
-            f"latency: {len(judged)} tests judged against their run history at alpha {alpha:g} each: a clean run "
-            f"raises any false alarm with chance <= {matrix_false_alarm(alpha, len(judged)):.2%}"
-        )
+        lines.append(f"latency: {len(judged)} tests judged against their run history at alpha {alpha:g} each")
+    for r in judged:
+        latency = r.verdict.latency
+        if latency.undecided:
+            runs = (
+                f"about {latency.deciding_runs} runs of history would decide it"
+                if latency.deciding_runs
+                else "the spread is too wide for any history to decide it"
+            )
+            lines.append(
+                f"  undecided {r.technique}: {latency.ratio:.2f}x beyond max-slowdown {latency.max_slowdown:.0%} "
+                f"against {latency.history_runs} run(s), not significant: {runs}"
+            )
     unused = sorted(set(getattr(state, "drills", {})) - getattr(state, "drilled", set()))
     if unused:
         lines.append(f"fire drill: DIFFACCEL_SLOWDOWN names {', '.join(unused)}, which no test of this run applied")
@@ -57,6 +98,13 @@ def summary(tr: Any, state: Any) -> None:
 
         ref = f", fp32 reference {fmt_seconds(references[0].median)}"
     tr.write_line(f"model {info.label} on {state.device} (baselines: {state.machine}){ref}")
+    from .environment import environment_lines
+
+    for line in environment_lines(state):
+        tr.write_line(line)
+    for line in (event_line(state), stack_line(state)):
+        if line:
+            tr.write_line(line, yellow=True, bold=True)
     search = getattr(state, "search", None)
     if search is not None:
         for line in search.lines():
@@ -88,8 +136,7 @@ def summary(tr: Any, state: Any) -> None:
     measured = [r for r in results if r.measured]
     if measured and all(r.baseline_note.startswith("no baseline") for r in measured) and not state.settings.save:
         tr.write_line(
-            f"no baseline for {state.machine} yet: record one with "
-            "`pytest ... --diffaccel-save=all --diffaccel-save-runs=5` (5 runs, one process each)"
+            f"{measured[0].baseline_note}: record one with `{state.record_command()}` (5 runs, one process each)"
         )
     failed = [r for r in results if r.failed]
     if failed:
