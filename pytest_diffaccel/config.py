@@ -431,6 +431,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="LIST",
     ),
     Option(
+        "search_min_ssim",
+        parse_fraction,
+        "the search's picture floor: a candidate holding a lossy-by-design technique (tiny VAE, VAE tiling, "
+        "whose class floor only catches a broken image) is chosen only at this SSIM vs fp32 or above; "
+        "below it the search summary lists it as left out (default 0.9)",
+        metavar="X",
+    ),
+    Option(
         "list_techniques",
         parse_bool,
         "list every technique, what it needs and whether it can run here, then exit",
@@ -482,6 +490,7 @@ DEFAULTS: Mapping[str, Any] = {
     "search": False,
     "search_budget": 5.0,
     "search_space": None,
+    "search_min_ssim": 0.9,
     "list_techniques": False,
 }
 
@@ -530,6 +539,7 @@ class Settings:
     search: bool = False
     search_budget: float = 5.0
     search_space: tuple[str, ...] | None = None
+    search_min_ssim: float = 0.9
     list_techniques: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 

@@ -22,7 +22,7 @@ from pytest_diffaccel.search import (
     faster,
     search,
 )
-from pytest_diffaccel.search.result import FULL, SCREEN
+from pytest_diffaccel.search.result import FULL, SCREEN, Trial, picture, rank
 from pytest_diffaccel.techniques import Environment, Spec, builtin_registry
 from pytest_diffaccel.verdict import Gate
 
@@ -124,15 +124,19 @@ def exclusive_pairs(spec: Spec) -> list[tuple[str, str]]:
 
 
 def assert_fastest_passing_chosen(result: SearchResult) -> None:
-    """In a fake world (no noise) the chosen recipe is the fastest passing candidate without a pruned option."""
+    """In a fake world (almost no noise) no passing candidate without a pruned option is faster than the
+    chosen recipe beyond the margin, and one faster within it has no better picture."""
     passing = [
-        t.measurement.score
+        t.measurement
         for t in result.latest().values()
         if t.measurement.passed and t.measurement.score is not None and not set(t.options) & set(result.pruned)
     ]
     chosen = result.chosen_trial
     assert chosen is not None and chosen.measurement.passed and chosen.measurement.score is not None
-    assert chosen.measurement.score <= min(passing) + 1e-9, result.log
+    best = chosen.measurement
+    assert not [m.spec for m in passing if faster(m, best, result.min_margin)], result.log
+    quicker = [m for m in passing if m.score is not None and m.score < best.score - 1e-9]
+    assert all(picture(m) <= picture(best) for m in quicker), result.log
 
 
 # ----------------------------------------------------------------------------- the space
@@ -307,6 +311,104 @@ def test_dominated_option_is_pruned_with_a_reason():
     assert "compile" not in result.pruned
 
 
+# ----------------------------------------------------------------------------- ranking: noise, then the picture
+
+
+def measured(spec: str, ratio: float, ssim: float, spread: float = 0.02, rounds: int = 8) -> Trial:
+    """A passing full measurement of ``spec`` whose paired ratios to fp32 scatter +-``spread`` around
+    ``ratio`` (IQR about ``spread`` of the median, the noise ``faster`` reads)."""
+    ratios = [ratio * (1.0 + spread * (2.0 * i / (rounds - 1) - 1.0)) for i in range(rounds)]
+    m = CandidateMeasurement(
+        spec=spec,
+        rounds=rounds,
+        seeds=(0, 1),
+        latency=ratio * 0.15,
+        samples=[r * 0.15 for r in ratios],
+        speedup=1.0 / ratio,
+        paired=True,
+        ratios=ratios,
+        ssim=ssim,
+        gates=[Gate("fidelity", True, f"SSIM {ssim:.4f}")],
+    )
+    return Trial(spec, tuple(spec.split("+")), FULL, m)
+
+
+def test_within_the_noise_the_better_picture_ranks_first():
+    """The case of issue 18: tiny-vae+compile was chosen over compile-max-autotune for 117.6 vs 125.1 ms,
+    a difference inside the noise, though its picture was far worse (SSIM 0.5744 vs 1.0000)."""
+    lossy = measured("compile+tiny-vae", ratio=0.794 * 117.6 / 125.1, ssim=0.5744, spread=0.04)
+    exact = measured("compile-max-autotune", ratio=0.794, ssim=1.0, spread=0.04)
+    assert lossy.measurement.score < exact.measurement.score  # faster on the point estimate...
+    assert not faster(lossy.measurement, exact.measurement)  # ...but not beyond the noise of both
+    assert [t.spec for t in rank([lossy, exact])] == ["compile-max-autotune", "compile+tiny-vae"]
+    assert [t.spec for t in rank([exact, lossy])] == ["compile-max-autotune", "compile+tiny-vae"]
+    # equal pictures (to 3 decimals): the faster goes first, however small the difference
+    twin = measured("compile", ratio=0.80, ssim=0.99998, spread=0.04)
+    assert rank([twin, exact])[0] is exact
+
+
+def test_beyond_the_noise_the_faster_ranks_first_whatever_its_picture():
+    fast = measured("bf16+compile", ratio=0.50, ssim=0.97)
+    slow = measured("compile-max-autotune", ratio=0.794, ssim=1.0)
+    assert faster(fast.measurement, slow.measurement)
+    assert [t.spec for t in rank([slow, fast])] == ["bf16+compile", "compile-max-autotune"]
+    # within the noise of the fastest the better picture goes first; one the fastest beats beyond the
+    # noise never does, however good its picture
+    middle = measured("compile", ratio=0.51, ssim=0.999)
+    ordered = [t.spec for t in rank([slow, middle, fast])]
+    assert ordered == ["compile", "bf16+compile", "compile-max-autotune"]
+
+
+def test_the_search_keeps_the_better_picture_when_the_speed_difference_is_noise():
+    """tiny-vae above the picture floor (SSIM 0.95) but only 1% faster: within the noise, so the recipe
+    keeps the exact picture; 20% faster, it is taken."""
+    world = FakeWorld(FakeClock())
+    world.factors = {**FACTORS, "tiny-vae": 0.99}
+    world.ssims = {**SSIMS, "tiny-vae": 0.95}
+    result, _, _ = run_fake(["compile", "fuse-qkv", "tiny-vae"], budget=2000.0, world=world)
+    assert result.chosen is not None and "tiny-vae" not in result.chosen, result.log
+    assert any("tiny-vae" in t.spec and t.measurement.passed for t in result.trials)  # it was a candidate
+    assert_fastest_passing_chosen(result)
+
+    world = FakeWorld(FakeClock())
+    world.factors = {**FACTORS, "tiny-vae": 0.8}
+    world.ssims = {**SSIMS, "tiny-vae": 0.95}
+    result, _, _ = run_fake(["compile", "fuse-qkv", "tiny-vae"], budget=2000.0, world=world)
+    assert result.chosen is not None and "tiny-vae" in result.chosen, result.log
+
+
+def test_lossy_by_design_techniques_need_the_search_picture_floor():
+    """tiny-vae passes its class floor (0.05) at SSIM 0.6, and is the fastest option here; the search
+    leaves it out below its own picture floor (default 0.9), says so, and lets it in when the floor allows."""
+    space = ["compile", "fuse-qkv", "tiny-vae"]
+    result, _, _ = run_fake(space, budget=2000.0)
+    assert result.chosen is not None and "tiny-vae" not in result.chosen, result.log
+    assert result.left_out["tiny-vae"] == "SSIM 0.60 below the search's picture floor 0.90"
+    assert "tiny-vae" not in result.failures and "tiny-vae" not in result.pruned
+    text = "\n".join(result.lines())
+    assert "  left out: tiny-vae (SSIM 0.60 below the search's picture floor 0.90)" in text
+    assert json.loads(json.dumps(result.as_dict()))["left_out"] == result.left_out
+    assert_fastest_passing_chosen(result)
+
+    allowed, _, _ = run_fake(space, budget=2000.0, picture_floor=0.5)
+    assert allowed.chosen is not None and "tiny-vae" in allowed.chosen, allowed.log
+    assert not allowed.left_out
+    gates = allowed.chosen_trial.measurement.gates
+    assert [g.message for g in gates if g.name == "picture floor"] == [
+        "SSIM 0.6000 >= the search's picture floor 0.50 (tiny-vae)"
+    ]
+
+
+def test_the_picture_floor_comes_from_the_settings():
+    from pytest_diffaccel.config import Settings
+    from pytest_diffaccel.search import config_for
+
+    call = type("Call", (), {"seed": 0})()
+    assert config_for(Settings(), call, 60.0).picture_floor == 0.9
+    tuned = type("Tuned", (), {"rounds": 8, "fidelity_seeds": 2, "search_min_ssim": 0.5})()
+    assert config_for(tuned, call, 60.0).picture_floor == 0.5
+
+
 def test_result_is_json_able_with_lines_and_a_front_plot():
     from pytest_diffaccel.report.front import front_plot
 
@@ -366,8 +468,8 @@ def test_real_search_on_tiny_sd_finds_a_recipe_at_least_as_fast_as_the_best_sing
     singles = [t for t in result.trials if t.stage == result.decided_on and len(t.options) == 1]
     assert singles or result.chosen == "fp32", result.log
     for single in singles:
-        if single.measurement.passed:
-            assert chosen.measurement.score <= single.measurement.score, result.log
+        if single.measurement.passed:  # speed beyond the noise first, the picture within it
+            assert not faster(single.measurement, chosen.measurement, 0.03), result.log
     # fp32 is chosen only when no single technique beat it beyond the noise
     reference = result.latest()["fp32"].measurement
     screened = [t.measurement for t in result.trials if t.stage == SCREEN and len(t.options) == 1]

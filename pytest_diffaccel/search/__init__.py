@@ -12,9 +12,9 @@ No torch import at module level.
 from __future__ import annotations
 
 from .cost import CostModel
-from .engine import MeasureFn, Search, SearchConfig, faster, search
+from .engine import MeasureFn, Search, SearchConfig, lossy_parts, picture_gate, search
 from .real import EffectHook, RealMeasure, config_for, effects_hook, real_measure, run_search
-from .result import CandidateMeasurement, SearchResult, Trial, failed, pareto
+from .result import CandidateMeasurement, SearchResult, Trial, failed, faster, pareto, rank
 from .space import Choice, Option, candidates, choices, compose, iter_candidates, selected, spec_text
 
 __all__ = [
@@ -37,7 +37,10 @@ __all__ = [
     "failed",
     "faster",
     "iter_candidates",
+    "lossy_parts",
     "pareto",
+    "picture_gate",
+    "rank",
     "real_measure",
     "run_search",
     "search",

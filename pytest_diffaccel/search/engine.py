@@ -12,9 +12,15 @@
 4. Successive halving: the passing candidates (fp32 aside: its ratio is 1 by construction), fastest
    first, are measured again with ``eta`` times the rounds, keeping the best ``1/eta`` at each rung,
    the best single technique always among them; the last rung measures the leader and the best
-   single with the full rounds and fidelity seeds. The fastest passing candidate of the last stage
+   single with the full rounds and fidelity seeds. The best passing candidate of the last stage
    that measured both is the recipe (fp32 when nothing beat it beyond the noise).
 5. When the budget held back for the final rung was not all spent, another round of 1-4 uses it.
+
+Ranking (result.rank): speed decides only where two candidates differ beyond the noise of both
+measurements; within the noise the better picture (higher SSIM) wins. Lossy-by-design techniques
+(the floors classes "tiny VAE" and "VAE tiling", whose class floor is a broken-image check, 0.05)
+enter the choice only above the search's own picture floor (``SearchConfig.picture_floor``,
+``--diffaccel-search-min-ssim``, default 0.9); below it a candidate is "left out", with its SSIM.
 
 The budget: a measurement starts only when its estimated cost (cost.py: from what candidates cost
 so far) fits in what is left, less the estimated cost of the final rung while screening. The
@@ -30,11 +36,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import floors
 from ..techniques.registry import Environment, Registry, Spec
 from ..units import fmt_bytes
 from ..verdict import Gate
 from .cost import CostModel
-from .result import FULL, SCREEN, CandidateMeasurement, SearchResult, Trial, failed
+from .result import (
+    FULL,
+    MIN_MARGIN,
+    PICTURE_FLOOR,
+    SCREEN,
+    CandidateMeasurement,
+    SearchResult,
+    Trial,
+    failed,
+    faster,
+    only_below_picture_floor,
+    picture,
+    rank,
+)
 from .space import REFERENCE, Choice, Option, choices, compose, spec_text
 
 # Screening order of the choice groups (see _priority); a group not listed comes after, in stage order.
@@ -51,6 +71,10 @@ PRIORITY = (
 )
 
 MAX_ROUNDS = 3  # screen, ascent and halving again while the budget left allows new measurements
+# Classes of floors.json whose floor only catches a broken image (0.05 on the presets): they change the
+# picture by design, so the search lets them in only above its own picture floor.
+LOSSY_CLASSES = frozenset({floors.TINY_VAE, floors.TILING})
+PICTURE_FLOOR_DEFAULT = 0.9
 
 MeasureFn = Callable[[Spec, int, tuple[int, ...]], CandidateMeasurement]
 Clock = Callable[[], float]
@@ -65,7 +89,8 @@ class SearchConfig:
     full_seeds: tuple[int, ...] = (0, 1)
     eta: int = 2  # successive halving: each rung keeps 1/eta of the candidates, with eta x the rounds
     finalists: int = 2  # candidates measured in full, at least (the best single among them)
-    min_margin: float = 0.03  # the least relative difference taken as real
+    min_margin: float = MIN_MARGIN  # the least relative difference taken as real
+    picture_floor: float = PICTURE_FLOOR_DEFAULT  # least SSIM of a candidate holding a lossy-by-design part
     max_memory: int | None = None  # bytes; a candidate above it fails the memory gate
     max_passes: int = 3  # coordinate ascent passes over the groups
     first_compile_seconds: float = 30.0  # the guess for the first compiled candidate's set-up
@@ -82,12 +107,22 @@ class SearchConfig:
 # ----------------------------------------------------------------------------- the search
 
 
-def faster(a: CandidateMeasurement, b: CandidateMeasurement, min_margin: float) -> bool:
-    """``a`` is faster than ``b`` beyond the noise of both (and at least ``min_margin``)."""
-    if a.score is None or b.score is None:
-        return False
-    margin = max(min_margin, a.noise + b.noise)
-    return a.score * (1.0 + margin) < b.score
+def lossy_parts(spec: Spec) -> list[str]:
+    """The parts of a spec that change the picture by design (LOSSY_CLASSES)."""
+    return [p.technique.name for p in spec.parts if floors.CLASS_OF.get(p.technique.name) in LOSSY_CLASSES]
+
+
+def picture_gate(spec: Spec, m: CandidateMeasurement, floor: float) -> Gate | None:
+    """The search's picture floor for a candidate holding a lossy-by-design part; None for the others."""
+    lossy = lossy_parts(spec)
+    if not lossy or m.ssim is None:
+        return None
+    if m.ssim < floor:
+        shown = f"{m.ssim:.2f}" if round(m.ssim, 2) < floor else f"{m.ssim:.4f}"
+        return Gate(PICTURE_FLOOR, False, f"SSIM {shown} below the search's picture floor {floor:.2f}")
+    return Gate(
+        PICTURE_FLOOR, True, f"SSIM {m.ssim:.4f} >= the search's picture floor {floor:.2f} ({', '.join(lossy)})"
+    )
 
 
 class Search:
@@ -240,6 +275,9 @@ class Search:
         wall = self.clock() - started
         measurement.wall_seconds = measurement.wall_seconds or wall
         self._memory_gate(measurement)
+        gate = picture_gate(spec, measurement, self.config.picture_floor)
+        if gate is not None:
+            measurement.gates.append(gate)
         self.costs.record(spec, measurement, wall)
         trial = Trial(spec.name, tuple(o.label for o in options), stage, measurement)
         self.trials.append(trial)
@@ -340,7 +378,8 @@ class Search:
         return [t for (_, stage), t in self.by_stage.items() if stage == SCREEN]
 
     def _ranked(self, trials: list[Trial]) -> list[Trial]:
-        """The passing trials without a pruned option, fastest first."""
+        """The passing trials without a pruned option, best first (``rank``: speed beyond the noise,
+        then the picture)."""
         keep = [
             t
             for t in trials
@@ -348,14 +387,18 @@ class Search:
             and t.measurement.score is not None
             and not any(label in self.pruned for label in t.options)
         ]
-        return sorted(keep, key=lambda t: (t.measurement.score, len(t.options), t.spec))
+        return rank(keep, self.config.min_margin)
 
     def _best(self, trials: list[Trial]) -> Trial | None:
         ranked = self._ranked(trials)
         return ranked[0] if ranked else None
 
     def _better(self, trial: Trial, incumbent: Trial) -> bool:
-        return trial.measurement.passed and faster(trial.measurement, incumbent.measurement, self.config.min_margin)
+        """Faster beyond the noise, or as fast within it with a better picture."""
+        new, old, margin = trial.measurement, incumbent.measurement, self.config.min_margin
+        if not new.passed:
+            return False
+        return faster(new, old, margin) or (not faster(old, new, margin) and picture(new) > picture(old))
 
     def _single(self, option: Option) -> Trial | None:
         return self.by_stage.get((spec_text([option]), SCREEN))
@@ -424,15 +467,22 @@ class Search:
             self.say(f"chosen: {best.spec} ({decided}): {best.measurement.describe()}")
         else:
             self.say("chosen: none (no candidate passed every gate)")
+        left_out = {
+            spec: "; ".join(g.message for g in t.measurement.gates if not g.passed)
+            for spec, t in self.latest.items()
+            if only_below_picture_floor(t.measurement)
+        }
         failures = {
-            spec: "; ".join(t.measurement.failures) for spec, t in self.latest.items() if not t.measurement.passed
+            spec: "; ".join(t.measurement.failures)
+            for spec, t in self.latest.items()
+            if not t.measurement.passed and spec not in left_out
         }
         stop = "budget reached: some measurements were not started" if self.budget_hit else "search complete"
         return SearchResult(
             budget_seconds=self.config.budget_seconds,
             elapsed_seconds=self.elapsed(),
             trials=list(self.trials),
-            pruned=dict(self.pruned),
+            pruned={label: why for label, why in self.pruned.items() if label not in left_out},
             failures=failures,
             log=list(self.log),
             chosen=chosen,
@@ -440,6 +490,8 @@ class Search:
             stop_reason=stop,
             space=[_describe(c) for c in self.groups],
             skipped=list(self.skipped),
+            left_out=left_out,
+            min_margin=self.config.min_margin,
         )
 
 

@@ -155,7 +155,8 @@ def config_for(
     settings: Any, call: Any, budget_seconds: float, max_memory: int | None = None, **overrides: Any
 ) -> SearchConfig:
     """The search's settings from the session's: full measurements take the session's rounds and
-    fidelity seeds; screens take two rounds and the call's seed."""
+    fidelity seeds; screens take two rounds and the call's seed; the picture floor of lossy-by-design
+    techniques is ``--diffaccel-search-min-ssim`` (default 0.9)."""
     values: dict[str, Any] = {
         "budget_seconds": budget_seconds,
         "screen_rounds": min(2, settings.rounds),
@@ -163,6 +164,7 @@ def config_for(
         "screen_seeds": (call.seed,),
         "full_seeds": tuple(call.seed + i for i in range(max(1, settings.fidelity_seeds))),
         "max_memory": max_memory,
+        "picture_floor": float(settings.search_min_ssim),
     }
     return SearchConfig(**{**values, **overrides})
 

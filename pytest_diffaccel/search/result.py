@@ -5,6 +5,7 @@ Pure data and small functions, no torch: the plugin's reports and the tests read
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +15,10 @@ from ..units import fmt_bytes, fmt_seconds
 from ..verdict import Gate
 
 SCREEN = "screen"
-SSIM_DIGITS = 3  # the front compares SSIM to this many decimals
+SSIM_DIGITS = 3  # the front and the ranking compare SSIM to this many decimals
 FULL = "full"
+MIN_MARGIN = 0.03  # the least relative latency difference taken as real (SearchConfig.min_margin)
+PICTURE_FLOOR = "picture floor"  # the search's gate on lossy-by-design techniques (engine.py)
 
 
 @dataclass
@@ -139,6 +142,55 @@ def _round(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def faster(a: CandidateMeasurement, b: CandidateMeasurement, min_margin: float = MIN_MARGIN) -> bool:
+    """``a`` is faster than ``b`` beyond the noise of both (and at least ``min_margin``)."""
+    if a.score is None or b.score is None:
+        return False
+    margin = max(min_margin, a.noise + b.noise)
+    return a.score * (1.0 + margin) < b.score
+
+
+def picture(m: CandidateMeasurement) -> float:
+    """The SSIM the ranking compares (to SSIM_DIGITS decimals); -1 when there is none."""
+    return round(m.ssim, SSIM_DIGITS) if m.ssim is not None else -1.0
+
+
+def rank(trials: Sequence[Trial], min_margin: float = MIN_MARGIN) -> list[Trial]:
+    """Best first. Speed decides only where it differs beyond the noise of both measurements
+    (``faster``); within the noise the better picture (higher SSIM, to SSIM_DIGITS) goes first, and
+    the faster only when the pictures are equal. Each place goes to the best picture among the
+    candidates left that no other one left is faster than beyond the noise (the fastest always is
+    one of them)."""
+    pool = sorted(
+        trials,
+        key=lambda t: (t.measurement.score if t.measurement.score is not None else math.inf, len(t.options), t.spec),
+    )
+    scores = [t.measurement.score for t in pool]
+    noises = [t.measurement.noise for t in pool]
+
+    def beats(i: int, j: int) -> bool:  # faster(), on the figures computed once
+        a, b = scores[i], scores[j]
+        return a is not None and b is not None and a * (1.0 + max(min_margin, noises[i] + noises[j])) < b
+
+    beaten_by = {j: {i for i in range(len(pool)) if beats(i, j)} for j in range(len(pool))}
+    left = list(range(len(pool)))
+    ranked: list[Trial] = []
+    while left:
+        unbeaten = [j for j in left if not beaten_by[j]] or left[:1]
+        best = max(unbeaten, key=lambda j: picture(pool[j].measurement))  # the first max: the fastest of them
+        ranked.append(pool[best])
+        left.remove(best)
+        for j in left:
+            beaten_by[j].discard(best)
+    return ranked
+
+
+def only_below_picture_floor(m: CandidateMeasurement) -> bool:
+    """The candidate fails the search's picture floor and no other gate: left out, not failed."""
+    failing = [g for g in m.gates if not g.passed]
+    return bool(failing) and all(g.name == PICTURE_FLOOR for g in failing)
+
+
 def pareto(trials: Sequence[Trial], with_memory: bool = False) -> list[Trial]:
     """The non-dominated trials on (score down, SSIM up[, peak memory down]), fastest first. SSIM is
     compared to 3 decimals: a lossless technique is not on the front for an SSIM of 0.99998 vs 1."""
@@ -159,8 +211,9 @@ def pareto(trials: Sequence[Trial], with_memory: bool = False) -> list[Trial]:
 
 @dataclass
 class SearchResult:
-    """Everything the search did and found. ``chosen``: the fastest passing recipe, a spec string for
-    ``--diffaccel-techniques`` or a marker (None when no candidate passed)."""
+    """Everything the search did and found. ``chosen``: the fastest passing recipe (speed beyond the
+    noise first, the better picture within it: ``rank``), a spec string for ``--diffaccel-techniques``
+    or a marker (None when no candidate passed)."""
 
     budget_seconds: float
     elapsed_seconds: float
@@ -173,6 +226,8 @@ class SearchResult:
     stop_reason: str
     space: list[str] = field(default_factory=list)  # the choice groups and their options
     skipped: list[str] = field(default_factory=list)  # candidates never tried, and why
+    left_out: dict[str, str] = field(default_factory=dict)  # spec -> below the search's picture floor
+    min_margin: float = MIN_MARGIN  # the ranking's least latency difference taken as real
 
     def latest(self) -> dict[str, Trial]:
         """Each candidate's last measurement (the one with the most rounds)."""
@@ -198,9 +253,10 @@ class SearchResult:
         return [t for t in found.values() if t.measurement.passed and t.measurement.score is not None]
 
     def best_single(self) -> Trial | None:
-        """The fastest passing single technique (fp32 aside), compared as the choice was."""
+        """The best passing single technique (fp32 aside), ranked as the choice was (``rank``)."""
         singles = [t for t in self.passing() if "+" not in t.spec and t.spec != "fp32"]
-        return min(singles, key=lambda t: t.measurement.score or float("inf"), default=None)
+        ranked = rank(singles, self.min_margin)
+        return ranked[0] if ranked else None
 
     def front(self, with_memory: bool = False) -> list[Trial]:
         return pareto(self.passing(), with_memory)
@@ -219,6 +275,7 @@ class SearchResult:
             "front_with_memory": [t.spec for t in self.front(with_memory=True)],
             "pruned": dict(self.pruned),
             "failures": dict(self.failures),
+            "left_out": dict(self.left_out),
             "skipped": list(self.skipped),
             "trials": [t.as_dict() for t in self.trials],
             "log": list(self.log),
@@ -248,4 +305,5 @@ class SearchResult:
         if self.failures:
             out.append("  failed:")
             out += [f"    {spec}: {why}" for spec, why in self.failures.items()]
+        out += [f"  left out: {spec} ({why})" for spec, why in self.left_out.items()]
         return out
