@@ -193,6 +193,7 @@ class Benchmark:
                 if judgement.state != "another":
                     break
                 blocks.append(maker.another(pipe, self.fixture_pipe, reuse, len(blocks) + 1))
+            judgement = _crept(judgement, current, spread.prior, settings)
         if settings.save:  # a run whose rounds drift is not a good baseline: measure again
             while all(b.drift is not None for b in blocks) and len(blocks) <= MAX_CLEAN_TRIES:
                 blocks.append(maker.another(pipe, self.fixture_pipe, reuse, len(blocks) + 1))
@@ -418,6 +419,22 @@ def _attach(
 
 
 def _thumbnail(images: Any) -> str | None:
+def _crept(judgement: latency.Judgement, level: list[float], prior: float, settings: Settings) -> latency.Judgement:
+    """A run that passes against its level's mean but crept beyond max-slowdown from the level's anchor
+    (a series of saves, each within noise) fails the latency gate, saying so."""
+    if judgement.regression:
+        return judgement
+    now = math.log(judgement.ratio) + sum(level) / len(level)
+    found = latency.creep(level, now, prior, max_slowdown=settings.max_slowdown, alpha=settings.alpha)
+    if found is None:
+        return judgement
+    import dataclasses
+
+    return dataclasses.replace(
+        judgement, state="fail", regression=True, undecided=False, improvement=False, reason=found.describe()
+    )
+
+
     """The images' thumbnail PNG, base64 (JSON-able for pytest-xdist; written beside the baselines on save)."""
     if images is None:
         return None

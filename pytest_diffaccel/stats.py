@@ -86,6 +86,13 @@ def normal_isf(p: float) -> float:
     return float(norm.isf(p))
 
 
+def student_sf(t: float, dof: float) -> float:
+    """P(T > t) for Student's t with ``dof`` degrees of freedom (a spread estimated from few runs)."""
+    from scipy.stats import t as student
+
+    return float(student.sf(t, dof))
+
+
 # ----------------------------------------------------------------------------- rank tests (scipy)
 
 
