@@ -286,6 +286,7 @@ class Benchmark:
                 require_baseline=settings.require_baseline and not settings.save,
                 record_command=state.record_command(),
                 stack_changes=state.stack_changes(entry) if judgement is not None else (),
+                accept=settings.accept if settings.save == "all" else (),
             )
         )
 
@@ -418,7 +419,6 @@ def _attach(
         result.history = [math.exp(v) for v in (history.levels(history.runs_of(entry), figure) or [[]])[-1]]
 
 
-def _thumbnail(images: Any) -> str | None:
 def _crept(judgement: latency.Judgement, level: list[float], prior: float, settings: Settings) -> latency.Judgement:
     """A run that passes against its level's mean but crept beyond max-slowdown from the level's anchor
     (a series of saves, each within noise) fails the latency gate, saying so."""
@@ -435,6 +435,7 @@ def _crept(judgement: latency.Judgement, level: list[float], prior: float, setti
     )
 
 
+def _thumbnail(images: Any) -> str | None:
     """The images' thumbnail PNG, base64 (JSON-able for pytest-xdist; written beside the baselines on save)."""
     if images is None:
         return None

@@ -130,6 +130,18 @@ def parse_gates(value: Any, name: str) -> tuple[str, ...]:
     return gates
 
 
+ACCEPTABLE = ("fidelity",)  # what --diffaccel-accept can make the new baseline
+
+
+def parse_accept(value: Any, name: str) -> tuple[str, ...]:
+    """What an intended change makes the new baseline: fidelity (the picture and its SSIM)."""
+    kinds = tuple(item.strip().lower() for item in parse_list(value, name))
+    unknown = [k for k in kinds if k not in ACCEPTABLE]
+    if unknown:
+        raise SettingError(f"{name}: cannot accept {', '.join(unknown)}; known: {', '.join(ACCEPTABLE)}")
+    return tuple(dict.fromkeys(kinds))
+
+
 def parse_choice(choices: Sequence[str]) -> Callable[[Any, str], str]:
     def parse(value: Any, name: str) -> str:
         text = str(value).strip().lower()
@@ -411,6 +423,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="GATES",
     ),
     Option(
+        "accept",
+        parse_accept,
+        "with --diffaccel-save all: accept an intended change as the new baseline. fidelity: the fidelity "
+        "regression gate (the picture moved vs the technique's own stored one) is judged and reported, not "
+        "failing, and this run's picture and SSIM are saved; the broken-image and fidelity-floor gates still "
+        "fail, and the latency history is kept (default: nothing accepted)",
+        metavar="WHAT",
+    ),
+    Option(
         "search",
         parse_bool,
         "instead of the matrix, search for the fastest combination of techniques that passes every gate, "
@@ -487,6 +508,7 @@ DEFAULTS: Mapping[str, Any] = {
     "gpus": None,
     "allow_pickle": False,
     "report_only": (),
+    "accept": (),
     "search": False,
     "search_budget": 5.0,
     "search_space": None,
@@ -536,6 +558,7 @@ class Settings:
     gpus: tuple[int, ...] | None = None
     allow_pickle: bool = False
     report_only: tuple[str, ...] = ()
+    accept: tuple[str, ...] = ()
     search: bool = False
     search_budget: float = 5.0
     search_space: tuple[str, ...] | None = None
@@ -606,6 +629,8 @@ class Settings:
             parts.append(f"save={self.save}")
             if self.save_runs > 1:
                 parts.append(f"save-runs={self.save_runs}")
+            if self.accept:
+                parts.append("accept=" + ",".join(self.accept))
         if self.machine:
             parts.append(f"machine={self.machine}")
         if self.require_baseline:
@@ -671,6 +696,11 @@ def settings_from_config(config: pytest.Config) -> Settings:
             raise pytest.UsageError(str(error)) from None
         sources[option.name] = source
     settings = Settings(**{**DEFAULTS, **values}, sources=sources)
+    if settings.accept and settings.save != "all":
+        raise pytest.UsageError(
+            "--diffaccel-accept: saves this run's picture as the new baseline, so it needs --diffaccel-save all"
+            + (" (missing keeps the stored entries: nothing would be accepted)" if settings.save else "")
+        )
     rootdir = Path(str(config.rootpath))
     baselines = settings.baselines or Path("baselines")
     if not baselines.is_absolute():

@@ -1,7 +1,9 @@
 """pytest hooks and fixtures of pytest-diffaccel. Thin: the work lives in the modules it imports lazily.
 
-Importing this module (pytest does, for every run, through the ``pytest11`` entry point)
-imports neither torch nor diffusers.
+pytest imports this module in every run of the environment (the ``pytest11`` entry point), an
+unrelated suite's included: it imports only pytest and the light config, calibration, keys and
+holder modules. At configure the plugin keeps the parsed settings (holder.Holder); the registry and
+the session, with numpy and the rest, are built on first use (holder.py says when).
 """
 
 from __future__ import annotations
@@ -15,13 +17,8 @@ import pytest
 
 from . import config as cfg
 from .calibration import RUN_ENV  # "k/N" in the further runs of --diffaccel-save-runs
-
-STATE = pytest.StashKey["Any"]()  # DiffaccelSession
-RESULTS = pytest.StashKey["Any"]()  # Benchmark of a test item
-APPLIED = pytest.StashKey["Any"]()  # ApplyContext of a test item
-PIPELINE = pytest.StashKey["Any"]()  # (pipeline, seconds to make it) of diffaccel_pipeline
-FIXTURES = frozenset({"diffaccel_pipeline", "diffaccel_technique", "diffaccel_reference", "diffaccel_benchmark"})
-
+from .holder import Holder
+from .keys import APPLIED, FIXTURES, HOLDER, PIPELINE, RESULTS, STATE
 
 # ----------------------------------------------------------------------------- options and configuration
 
@@ -44,43 +41,23 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if config.option.help:
         return
-    from .quiet import install
-
-    install(config)
     settings = cfg.settings_from_config(config)
     if settings.gpu:
         _require_cuda()
-    registry = _registry(config)
-    from .techniques import SpecError
-
-    if settings.techniques:
-        try:
-            registry.parse_all(settings.techniques)
-        except SpecError as error:
-            raise pytest.UsageError(f"--diffaccel-techniques: {error}") from None
-    if settings.search_space:
-        from .search import selected
-
-        try:
-            selected(registry, settings.search_space)
-        except SpecError as error:
-            raise pytest.UsageError(f"--diffaccel-search-space: {error}") from None
-    from .session import DiffaccelSession
-
     if settings.save_runs > 1 and not settings.save:
         raise pytest.UsageError(
             "--diffaccel-save-runs: records runs into the baselines, so it needs --diffaccel-save all (or missing)"
         )
-    state = DiffaccelSession(settings, registry)
-    state.invocation = tuple(str(a) for a in config.invocation_params.args)
-    state.compile_cache = "warm" if _inductor_cache_entries() else "cold"
     from .drill import DrillError, requested
 
     try:
-        state.drills = requested()
+        drills = requested()
     except DrillError as error:
         raise pytest.UsageError(str(error)) from None
-    config.stash[STATE] = state
+    holder = Holder(config, settings, drills, "warm" if _inductor_cache_entries() else "cold")
+    config.stash[HOLDER] = holder
+    if holder.validates_at_configure:
+        holder.session()  # a bad spec is a usage error (exit 4) before collection
     if not _is_worker(config) and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistRelay(config), "diffaccel-xdist-relay")
     if settings.gpu and _is_worker(config):
@@ -112,44 +89,40 @@ def _require_cuda() -> None:
         )
 
 
-def _registry(config: pytest.Config) -> Any:
-    from importlib.metadata import entry_points
-
-    from .techniques import SpecError, builtin_registry
-
-    registry = builtin_registry()
-    try:
-        config.hook.pytest_diffaccel_register_techniques(register=registry.register)
-        for entry in entry_points(group="pytest_diffaccel.techniques"):
-            entry.load()(registry.register)
-    except SpecError as error:
-        raise pytest.UsageError(f"registering techniques: {error}") from None
-    return registry
-
-
 def _state(config: pytest.Config) -> Any:
+    """The session, built on first use (UsageError when it can't be)."""
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        return state
     try:
-        return config.stash[STATE]
+        holder = config.stash[HOLDER]
     except KeyError:
         raise pytest.UsageError("pytest-diffaccel is not configured (was pytest_configure skipped?)") from None
+    return holder.session()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    state = config.stash.get(STATE, None)
-    if state is None:
+    holder = config.stash.get(HOLDER, None)  # the settings only: a header builds no session
+    if holder is None:
         return []
-    settings = state.settings
+    settings = holder.settings
     lines = [
         f"diffaccel: {settings.describe()}",
         f"diffaccel: latency gate at alpha {settings.alpha:g} per test; a whole matrix's false-alarm rate depends on "
         "how many runs its history holds (measured in docs/verdict-quality.md)",
     ]
-    if state.drills:
-        drills = ", ".join(f"{name} +{fraction:.0%}" for name, fraction in state.drills.items())
+    if holder.drills:
+        drills = ", ".join(f"{name} +{fraction:.0%}" for name, fraction in holder.drills.items())
         lines.append(f"diffaccel: FIRE DRILL (DIFFACCEL_SLOWDOWN): real extra work injected into {drills}")
     run = os.environ.get(RUN_ENV)
     if run:
         lines.append(f"diffaccel: run {run} of --diffaccel-save-runs")
+    elif settings.save and settings.save_runs > 1:
+        lines.append(
+            f"diffaccel: recording {settings.save_runs} runs (--diffaccel-save-runs): this process is run 1, then "
+            f"{settings.save_runs - 1} fresh process(es), about {settings.save_runs} times one run; timing gates of "
+            "runs 2 and on are reported only (they measure the noise)"
+        )
     cache = _inductor_cache()
     if cache:
         lines.append(f"diffaccel: compile cache {cache}")
@@ -207,7 +180,10 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "diffaccel_technique" not in metafunc.fixturenames:
         return
-    state = _state(metafunc.config)
+    try:
+        state = _state(metafunc.config)  # the first diffaccel test builds the session
+    except pytest.UsageError:
+        return  # the holder keeps the reason: a usage error once collection is over
     from .techniques import SpecError
 
     # pytest turns an exception raised here into a collection error (exit 2); a bad marker or spec is a
@@ -235,13 +211,17 @@ def _with_recipes(state: Any, base: str) -> tuple[str, ...]:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    state = config.stash.get(STATE, None)
-    if state is None:
+    holder = config.stash.get(HOLDER, None)
+    if holder is None:
         return
-    if state.usage_errors:
+    if holder.failure is not None:
+        raise pytest.UsageError(holder.failure)
+    state = config.stash.get(STATE, None)
+    if state is not None and state.usage_errors:
         raise pytest.UsageError("\n".join(state.usage_errors))
     if not any(FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
         return
+    state = holder.session()
     state.used = True
     _check_inputs(state, load=not config.option.collectonly)
     _environment_lines(config, state)
@@ -440,9 +420,10 @@ class XdistRelay:
         payloads = getattr(report, "diffaccel_results", None)
         if not payloads:
             return
-        state = self.config.stash.get(STATE, None)
-        if state is None:
-            return
+        try:
+            state = _state(self.config)  # the controller collects nothing: the first results build its session
+        except pytest.UsageError:
+            return  # the workers stopped on it and said why
         from .results import from_payload
 
         state.used = True
@@ -477,10 +458,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     write_reports(state)
     if state.settings.save_runs > 1 and state.save_error is None:
-        from .calibration import further_runs
+        from .calibration import record
 
-        if further_runs(session.config, state) and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        session.exitstatus = record(session, state)  # runs 2..N; non-zero when any run failed
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from .keys import FIXTURES
+
 RECIPE_SHARE = 0.08  # of the budget, kept for the recipe's own gated measurement
 
 
@@ -83,8 +85,6 @@ class SearchItem(pytest.Item):
 
 def replace_matrix(session: pytest.Session, config: pytest.Config, items: list[Any], state: Any) -> None:
     """Deselect the matrix items of the diffaccel test and put the search item in their place."""
-    from .plugin import FIXTURES
-
     matrix = [item for item in items if FIXTURES & set(getattr(item, "fixturenames", ()))]
     if not matrix:
         return

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic_bytes
+
 SIZE = 128
 FOLDER = "thumbnails"
 
@@ -83,8 +85,6 @@ def read(baselines: Path, name: str, count: int) -> Any | None:
 
 def write(baselines: Path, data: bytes) -> str:
     """Store ``data`` under its content name (atomically; an existing file is the same bytes); its name."""
-    from .baselines import write_atomic_bytes
-
     name = name_of(data)
     target = path_of(baselines, name)
     if not target.exists():
@@ -96,7 +96,7 @@ def collect(baselines: Path, referenced: Iterable[str]) -> list[str]:
     """Remove thumbnails no baseline file names any more; the names removed."""
     folder = baselines / FOLDER
     keep = set(referenced)
-    removed = []
+    removed: list[str] = []
     if not folder.is_dir():
         return removed
     for path in folder.glob("*.png"):

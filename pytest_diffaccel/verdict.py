@@ -14,6 +14,9 @@ when the folder holds histories of other hardware only). Strict mode (``--diffac
 the ``baseline`` gate fails such a test, naming the command that records one, and an *undecided*
 latency verdict (beyond max-slowdown, history too short to tell) fails the latency gate.
 A change of the software stack since the history's newest run is judged like any run, and named.
+Accepting a change (``--diffaccel-accept=fidelity``, with ``--diffaccel-save all``): a failed fidelity
+regression gate passes, its message starting with ACCEPTED, so that the run's new picture is saved; the
+broken-image and fidelity gates still fail (a broken picture is never accepted).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from .latency import Judgement
 from .units import fmt_bytes
 
 ENVIRONMENT_NOTE = "no baseline for this environment"
+ACCEPTED = "accepted (--diffaccel-accept=fidelity): "  # the message of a fidelity regression accepted
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class Inputs:
     require_baseline: bool = False  # strict mode: no baseline, or an undecided latency verdict, fails
     record_command: str = "pytest ... --diffaccel-save=all --diffaccel-save-runs=5"
     stack_changes: Sequence[str] = ()  # software changes since the history's newest run ("torch a -> b")
+    accept: Sequence[str] = ()  # --diffaccel-accept: "fidelity" passes a fidelity regression, reported as accepted
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,11 @@ class Verdict:
         failures = self.failures
         if failures:
             return "FAIL " + ", ".join(g.name for g in failures)
-        if self.reported:
-            return "pass (" + ", ".join(self.reported) + " reported only)"
+        if self.reported or self.accepted:
+            said = [", ".join(self.reported) + " reported only"] if self.reported else []
+            if self.accepted:
+                said.append("new picture accepted")
+            return "pass (" + "; ".join(said) + ")"
         if self.latency is not None and self.latency.undecided:
             return "undecided"
         latency = next((g for g in self.gates if g.name == "latency"), None)
@@ -99,6 +107,11 @@ class Verdict:
         if self.latency is not None and self.latency.improvement:
             return "pass (faster)"
         return "pass"
+
+    @property
+    def accepted(self) -> Gate | None:
+        """The fidelity regression gate this run accepted (--diffaccel-accept=fidelity), or None."""
+        return next((g for g in self.gates if g.passed and g.message.startswith(ACCEPTED)), None)
 
     def message(self) -> str:
         failures = self.failures
@@ -139,7 +152,11 @@ def decide(inputs: Inputs) -> Verdict:
 
     # 2b. fidelity vs the technique's own baseline: what it did before, not only a constant
     if inputs.regression is not None:
-        gates.append(Gate("fidelity regression", not inputs.regression.failed, inputs.regression.describe()))
+        moved = inputs.regression.failed
+        if moved and "fidelity" in inputs.accept:
+            gates.append(Gate("fidelity regression", True, ACCEPTED + inputs.regression.describe()))
+        else:
+            gates.append(Gate("fidelity regression", not moved, inputs.regression.describe()))
 
     # 2c. the technique took effect (each part's effect check)
     absent = [(part, line) for part, applied, _, line in inputs.effects if not applied]

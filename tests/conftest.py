@@ -32,7 +32,7 @@ def _preload_heavy_modules():
     for name in (
         "torch", "torch._dynamo", "torch._inductor.config", "torch.nn.attention", "numpy", "scipy.stats",
         "skimage.metrics", "diffusers", "diffusers.hooks", "transformers", "torchao", "torchao.quantization",
-        "pytest_benchmark.stats", "pytest_benchmark.plugin", "pytest_benchmark.utils",
+        "pytest_benchmark.stats", "pytest_benchmark.plugin", "pytest_benchmark.utils", "pytest_diffaccel.session",
     ):  # fmt: skip
         importlib.import_module(name)
     import diffusers

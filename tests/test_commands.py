@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 USERS_TEST_FILE = "tests/test_diffaccel.py"  # the file the README's "your own model" has the user create
 BLOCK = re.compile(r"```(?:bash|sh|shell|console)\n(.*?)```", re.S)
 # recording and reports write files: a collect-only check drops them (their values are still parsed)
-WRITES = ("--diffaccel-save", "--diffaccel-save-runs", "--diffaccel-html", "--diffaccel-md", "--diffaccel-json")
+WRITES = ("--diffaccel-save", "--diffaccel-save-runs", "--diffaccel-accept", "--diffaccel-html", "--diffaccel-md",
+          "--diffaccel-json")  # fmt: skip
 
 
 def commands() -> list[tuple[str, dict[str, str], list[str]]]:

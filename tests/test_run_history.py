@@ -1,6 +1,7 @@
 """The latency verdict end to end: run histories in the baselines, confirmation blocks, fp32 in
-absolute time, compile time as a gate, drift refused, files from before fingerprints kept, several runs in
-one command. Real pytest sessions on tiny-sd; slowdowns are real extra UNet work, never sleep."""
+absolute time, compile time as a gate, drift refused, files from before fingerprints kept (several
+runs in one command: tests/test_recording.py). Real pytest sessions on tiny-sd; slowdowns are real
+extra UNet work, never sleep."""
 
 from __future__ import annotations
 
@@ -199,20 +200,6 @@ def test_a_file_from_before_fingerprints_is_kept_judges_nothing_and_saving_write
     (mine,) = [p for p in folder.glob("cpu-*.json") if p != path]
     assert mine.name == f"{path.stem}-{data['environment']['hash']}.json"
     assert json.loads(mine.read_text())["schema"] == 3
-
-
-def test_several_runs_in_one_command_each_in_its_own_process(project, run_inner, tmp_path):
-    folder = tmp_path / "b"
-    result = run_inner(
-        "--diffaccel-techniques", "maybe-slow", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all",
-        "--diffaccel-save-runs", "2",
-    )  # fmt: skip
-    result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(
-        ["*recording run 2/2 in a fresh process*", "*run 2/2: 1 passed*; baselines: 1 written*"]
-    )
-    (entry,) = entries(folder).values()
-    assert len(entry["runs"]) == 2 and {r["level"] for r in entry["runs"]} == {0}
 
 
 def test_save_runs_needs_save(project, run_inner):

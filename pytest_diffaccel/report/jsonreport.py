@@ -161,7 +161,7 @@ def render_json(state: Any) -> dict[str, Any]:
 
 
 def write_json(state: Any, path: Path) -> Path:
-    from ..baselines import write_atomic
+    from ..atomic import write_atomic
 
     path = Path(path)
     write_atomic(path, json.dumps(render_json(state), indent=2, sort_keys=False) + "\n")

@@ -155,7 +155,47 @@ def summary(tr: Any, state: Any) -> None:
             tr.write_line(f"baselines: {len(saved.written)} written to {saved.path}{kept}")
         for test_id, why in state.save_refused.items():
             tr.write_line(f"  not saved: {test_id}: {why}; measure it again on a quieter machine", yellow=True)
-        for line in state.extra_runs:
-            tr.write_line(f"  {line}")
+        for line in accepted_lines(state):
+            tr.write_line(line, yellow=True)
     for path in getattr(state, "reports_written", []):
         tr.write_line(f"report: {path}")
+    recording_lines(tr, state)
+
+
+def accepted_lines(state: Any) -> list[str]:
+    """--diffaccel-accept=fidelity: the pictures this run saved as the new baselines, and what moved."""
+    from ..verdict import ACCEPTED
+
+    written = set(state.saved.written) if state.saved is not None else set()
+    lines = []
+    for r in state.results:
+        gate = r.verdict.accepted if r.verdict is not None else None
+        if gate is None:
+            continue
+        moved = gate.message.removeprefix(ACCEPTED).split(" (tolerance")[0]
+        if r.test_id in written:
+            lines.append(f"accepted new picture for {r.technique}: {moved}")
+        else:
+            lines.append(f"NOT accepted (not saved) new picture for {r.technique}: {moved}")
+    return lines
+
+
+def recording_lines(tr: Any, state: Any) -> None:
+    """--diffaccel-save-runs: each run in one line, then the recording's verdict, last; in a calibration run
+    (runs 2..N), one line for the first run to read its failures and reported gates from."""
+    import os
+
+    from .. import calibration
+
+    if os.environ.get(calibration.RUN_ENV):
+        tr.write_line(calibration.result_line(state))
+        return
+    recording = tr.config.stash.get(calibration.RECORDING, None)
+    if recording is None:
+        return
+    tr.write_line(f"recording: {recording.total} runs into {recording.path}, {recording.tests}")
+    for run in recording.runs:
+        tr.write_line(f"  {run.line()}", red=run.failed)
+        for failure in run.failures:
+            tr.write_line(f"    {failure.long()}", red=True)
+    tr.write_line(recording.last_line(), red=recording.failed, green=not recording.failed, bold=True)
