@@ -4,7 +4,8 @@
     python scripts/readme_figures.py            # rewrite the figure sections of README.md and docs/**/*.md
     python scripts/readme_figures.py --check    # exit 1 when a section differs (tests/test_readme.py runs it)
     python scripts/readme_figures.py --record   # run `pytest examples` (against the committed baselines) and
-                                                # commit its JSON report and terminal output under docs/
+                                                # commit its JSON report and terminal output under docs/, and
+                                                # docs/report-screenshot.png: its HTML report in headless Chromium
 
 A section sits between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` in any page (README.md
 or a page under docs/); it says which command made the numbers. Links a section holds are written
@@ -31,8 +32,10 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,6 +54,7 @@ SEARCH_OUTPUT = DOCS / "search-output.txt"
 SEARCH_BUDGET = 5
 DRILL = "fuse-qkv=30%"
 VERDICT_JSON = DOCS / "verdict-quality.json"
+SCREENSHOT = DOCS / "report-screenshot.png"
 
 
 def _fenced(text: str) -> str:
@@ -329,8 +333,10 @@ def placed() -> dict[str, list[Path]]:
 def record() -> None:
     """Run the README's main job against the committed baselines; keep its JSON report and terminal summary."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
+    html = Path(tempfile.mkdtemp(prefix="diffaccel-figures-")) / "report.html"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "examples", "-p", "no:cacheprovider", f"--diffaccel-json={EXAMPLES_JSON}"],
+        [sys.executable, "-m", "pytest", "examples", "-p", "no:cacheprovider", f"--diffaccel-json={EXAMPLES_JSON}",
+         f"--diffaccel-html={html}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -342,6 +348,7 @@ def record() -> None:
     summary = [line for line in lines[start + 1 :] if line.strip()]
     EXAMPLES_OUTPUT.write_text("\n".join(summary) + "\n")
     print("\n".join(summary))
+    screenshot(html, SCREENSHOT)
     drill = subprocess.run(
         [sys.executable, "-m", "pytest", "examples", "-p", "no:cacheprovider", "-k", "fuse-qkv"],
         cwd=ROOT,
@@ -366,6 +373,19 @@ def record() -> None:
     tail = [line for line in lines if line.startswith("=") and " in " in line][-1:]
     SEARCH_OUTPUT.write_text("\n".join(lines[start:end] + tail) + "\n")
     print("\n".join(lines[start:end] + tail))
+
+
+def screenshot(html: Path, png: Path, width: int = 1280, height: int = 1600) -> None:
+    """The HTML report as a person sees it: headless Chromium (Debian's `chromium` package) draws it to a PNG."""
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        raise SystemExit("no chromium on PATH: apt-get install chromium (the screenshot needs a real browser)")
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={width},{height}",
+         f"--screenshot={png}", html.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    print(f"screenshot: {png}")
 
 
 def main(argv: list[str] | None = None) -> int:

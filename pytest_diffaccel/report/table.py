@@ -11,10 +11,11 @@ COLUMNS = ("technique", "median", "speed-up vs fp32", "vs baseline", "SSIM", "pe
 
 
 def baseline_cell(result: Any) -> str:
-    """'1.03x slower, 10 runs', '1.21x slower, 2 blocks, 10 runs', 'unchanged, 1 run': vs the run history."""
+    """'1.03x slower, 10 runs, catches >=1.16x', '1.21x slower, 2 blocks, 10 runs, ...', 'unchanged, 1 run, catches
+    >=1.26x': vs the run history, and the smallest slowdown the gate can fail at the history's spread."""
     if result.verdict is not None and result.verdict.latency is not None:
         lat = result.verdict.latency
-        runs = f"{lat.history_runs} run{'s' if lat.history_runs != 1 else ''}"
+        runs = f"{lat.history_runs} run{'s' if lat.history_runs != 1 else ''}, catches >={lat.detectable:.2f}x"
         blocks = f", {len(lat.blocks)} blocks" if len(lat.blocks) > 1 else ""
         if abs(lat.ratio - 1.0) < 0.005:
             return f"unchanged{blocks}, {runs}"
