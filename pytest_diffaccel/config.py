@@ -343,8 +343,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "alpha",
         parse_fraction,
-        "per-test false-alarm level of the latency and compile gates (default 0.0005: a clean 20-test matrix "
-        "fails at most 1 run in 100)",
+        "per-test false-alarm level of the latency and compile gates (default 0.0005); what it means for a whole "
+        "matrix depends on how well the history knows each test's spread (docs/verdict-quality.md measures it)",
         metavar="P",
         marker=True,
     ),

@@ -23,7 +23,8 @@ land in. Sections and their sources:
 * ``verdict``: the latency verdict's quality (docs/verdict-quality.json, benchmarks/verdict_quality.py);
 * ``same-threshold``: pytest-benchmark's rule at our threshold on the same samples (docs/verdict-quality.json);
 * ``fidelity``: the fidelity gates against mutations (docs/verdict-quality.json);
-* ``options``: the options reference (pytest_diffaccel.config.OPTIONS, scripts/docs_reference.py).
+* ``options``: the options reference (pytest_diffaccel.config.OPTIONS, scripts/docs_reference.py);
+* ``versions``: the declared lower bounds and the stack of the recorded run (pyproject.toml, docs/examples.json).
 """
 
 from __future__ import annotations
@@ -265,6 +266,28 @@ def options() -> str:
     return docs_reference.render()
 
 
+def versions() -> str:
+    """The declared lower bounds (pyproject.toml) and the stack of the recorded run (docs/examples.json)."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    bounds = ", ".join(d.replace(">=", " ") + "+" for d in declared if ">=" in d)
+    report = json.loads(EXAMPLES_JSON.read_text())
+    info = report["machine_info"]["diffaccel"]
+    environment = info.get("environment") or {}
+    stack = environment.get("software") or info.get("versions") or {}
+    shown = ", ".join(f"{k} {v}" for k, v in stack.items() if v is not None)
+    from pytest_diffaccel.fingerprint import describe_hardware
+
+    hardware = describe_hardware(environment["hardware"]) if environment.get("hardware") else "not recorded"
+    return (
+        f"Declared lower bounds (`pyproject.toml`): {bounds}; `bash scripts/min-versions.sh` runs the suite in a "
+        "venv with exactly them.\n\n"
+        f"The recorded run of `pytest examples` (`docs/examples.json`, {report['datetime'][:10]}) ran on: {shown}; "
+        f"hardware: {hardware}."
+    )
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "examples-output": examples_output,
     "examples-excerpt": examples_excerpt,
@@ -278,6 +301,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "same-threshold": same_threshold,
     "fidelity": fidelity,
     "options": options,
+    "versions": versions,
 }
 
 
