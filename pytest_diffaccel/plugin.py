@@ -443,8 +443,8 @@ def _technique_of(item: pytest.Item) -> str:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE, None)
-    if state is None or not state.used or _is_worker(session.config):
-        return
+    if state is None or not state.used or _is_worker(session.config) or session.config.option.collectonly:
+        return  # --collect-only runs nothing: nothing to save, and no further recording runs to start
     from .baselines import BaselineError
 
     try:

@@ -253,3 +253,14 @@ def test_a_calibration_runs_output_is_read_into_one_line(tmp_path):
     )
     xdist = calibration.FINISHED.match("[gw1] [ 50%] PASSED test_speed.py::test_acceleration[fp32] ")
     assert xdist is not None and xdist.group("xid") == "test_speed.py::test_acceleration[fp32]"
+
+
+def test_collecting_a_recording_command_records_nothing(project, run_inner, tmp_path):
+    folder = tmp_path / "b"
+    collected = run_inner(
+        "--diffaccel-techniques=fp32", f"--diffaccel-baselines={folder}", "--diffaccel-save=all",
+        "--diffaccel-save-runs=3", "--collect-only",
+    )  # fmt: skip
+    assert collected.ret == pytest.ExitCode.OK
+    assert "recording run 2/3" not in collected.stdout.str()
+    assert not folder.exists() or not any(folder.iterdir())
