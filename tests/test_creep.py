@@ -54,7 +54,10 @@ def test_clean_series_rarely_look_like_a_creep():
 
 def test_a_crept_history_fails_the_latency_gate_end_to_end(user_suite, run_inner, tmp_path):
     folder = tmp_path / "b"
-    args = ("--diffaccel-techniques=fuse-qkv", f"--diffaccel-baselines={folder}", "--diffaccel-fidelity-seeds=1")
+    args = (
+        "--diffaccel-techniques=fuse-qkv", f"--diffaccel-baselines={folder}", "--diffaccel-fidelity-seeds=1",
+        "--diffaccel-steps=2", "--diffaccel-max-blocks=1",  # one block: the creep rule, not a confirmation, decides
+    )  # fmt: skip
     run_inner(*args, "--diffaccel-save=all").assert_outcomes(passed=1)
     (path,) = folder.glob("*.json")
     data = json.loads(path.read_text())

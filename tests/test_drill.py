@@ -35,7 +35,7 @@ def test_the_drill_fails_the_gate_and_says_it_is_a_drill(user_suite, run_inner, 
     )
     assert "fire drill (DIFFACCEL_SLOWDOWN): +60% of real extra work" in (tmp_path / "r.json").read_text()
     # the drill slows the denoiser only: the breakdown names it, and no other component, as moved
-    (message,) = [line for line in drilled.stdout.lines if "latency gate failed" in line]
+    message = next(line for line in drilled.stdout.lines if "latency gate failed" in line)
     assert re.findall(r"(text encoder|denoiser|VAE decode|rest) [0-9.]+x (?:slower|faster)", message) == ["denoiser"]
 
 
