@@ -91,11 +91,13 @@ class Benchmark:
         blocks = [first]
         judgement, note = self._latency(blocks, entry, note, figure, maker, pipe, reuse)
         figures = self._figures(first, entry)
+        changes = state.stack_changes(entry)  # the software changes since the history's newest run
         decision = self._decide(
-            first, scores, why_broken, entry, note, judgement, figures, reference, regression, effects
+            first, scores, why_broken, entry, note, judgement, figures, reference, regression, effects, changes
         )
         result = self._result(test_id, call, first, blocks, figure, scores, reference, note, decision, reuse)
-        _attach(result, seeds, scores, first, reference, effects, entry, figure, state.stack_changes(entry))
+        result.stack_changes = changes
+        _attach(result, seeds, scores, first, reference, effects, entry, figure)
         return result
 
     # ------------------------------------------------------------------ steps
@@ -253,6 +255,7 @@ class Benchmark:
         reference: Any,
         regression: fidelity.Regression | None,
         effects: list[tuple[str, Any]],
+        changes: list[str],
     ) -> verdict.Verdict:
         state, settings, spec, measurement = self.state, self.settings, self.spec, first.measurement
         baseline_peak = entry.get("peak_memory") if entry else None
@@ -285,7 +288,7 @@ class Benchmark:
                 report_only=settings.report_only,
                 require_baseline=settings.require_baseline and not settings.save,
                 record_command=state.record_command(),
-                stack_changes=state.stack_changes(entry) if judgement is not None else (),
+                stack_changes=changes if judgement is not None else (),
                 accept=settings.accept if settings.save == "all" else (),
             )
         )
@@ -403,7 +406,6 @@ def _attach(
     effects: list[tuple[str, Any]],
     entry: dict[str, Any] | None,
     figure: str,
-    state_changes: list[str],
 ) -> None:
     """What the reports and a saved baseline need beside the verdict: seeds, thumbnails, effects, history."""
     result.fidelity_seeds = [s for s, _, _ in seeds]
@@ -414,7 +416,6 @@ def _attach(
         {"part": label, "applied": e.applied, "checked": e.checked, "line": e.line} for label, e in effects
     ]
     if entry:
-        result.stack_changes = list(state_changes)
         result.baseline_samples = list(entry.get("relative_samples" if figure == "ratio" else "samples") or [])
         result.history = [math.exp(v) for v in (history.levels(history.runs_of(entry), figure) or [[]])[-1]]
 
