@@ -26,7 +26,7 @@ import json
 import os
 import platform
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,16 +147,26 @@ def render(machine: str, entries: Mapping[str, Any], environment: Mapping[str, A
 class Stored:
     """A baseline file of the folder: where it is, the environment it was recorded in (None: unknown)."""
 
-    path: Path
+    path: Path | str
     environment: dict[str, Any] | None
     tests: int
+
+
+@dataclass(frozen=True)
+class StoredHistory:
+    """One environment's histories, as a store (store.py) holds them: where, which machine key, which environment."""
+
+    label: str  # the file's path or the store's URL of this environment
+    machine: str
+    environment: dict[str, Any] | None  # None: recorded before environment fingerprints
+    entries: dict[str, Any]
 
 
 @dataclass
 class Located:
     """This environment's baseline file (it may not exist yet) and the files of the same key recorded elsewhere."""
 
-    path: Path
+    path: Path | str  # a file of the folder, or the URL of this environment's history in a shared store
     entries: dict[str, Any]
     environment: dict[str, Any] | None  # this run's fingerprint
     others: list[Stored] = field(default_factory=list)
@@ -234,10 +244,27 @@ def locked(path: Path) -> Iterator[None]:
 class SaveReport:
     written: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # "missing" mode: already there, left alone
-    path: Path | None = None
+    path: Path | str | None = None
 
 
 Merge = Callable[[Mapping[str, Any] | None], dict[str, Any]]
+
+
+def updated(
+    entries: dict[str, Any], updates: Mapping[str, Merge | dict[str, Any]], mode: str, report: SaveReport
+) -> list[str]:
+    """Fold ``updates`` into ``entries`` in place ('missing': only tests without an entry); the ids written."""
+    if mode not in ("all", "missing"):
+        raise ValueError(f"save mode {mode!r}")
+    written = []
+    for test_id, update in sorted(updates.items()):
+        if mode == "missing" and test_id in entries:
+            report.kept.append(test_id)
+            continue
+        entries[test_id] = update(entries.get(test_id)) if callable(update) else dict(update)
+        written.append(test_id)
+    report.written += written
+    return written
 
 
 def save(
@@ -245,7 +272,7 @@ def save(
     machine: str,
     updates: Mapping[str, Merge | dict[str, Any]],
     mode: str,
-    files: Mapping[str, Callable[[Path], str]] | None = None,
+    thumbnails: Mapping[str, Sequence[bytes]] | None = None,
     environment: Mapping[str, Any] | None = None,
 ) -> SaveReport:
     """Fold ``updates`` into ``path`` under a lock. Each update is a new entry, or a function from the
@@ -253,9 +280,9 @@ def save(
     'missing' only adds tests that have no entry. Every entry of the file is written in the current
     schema (older ones upgraded, none dropped).
 
-    ``files``: per test id, a writer of the files its entry names (thumbnails), called under the same
-    lock *before* the JSON that names them is written; afterwards, thumbnails that no baseline file of
-    the folder names any more are removed.
+    ``thumbnails``: per test id, the PNG files its entry names, written under the same lock *before* the
+    JSON that names them; afterwards, thumbnails that no baseline file of the folder names any more are
+    removed.
 
     ``environment``: this run's fingerprint. The file is then found again under the lock by its hardware
     hash (``path`` names the key's folder and name), so that two environments saving at once into one
@@ -264,20 +291,18 @@ def save(
         raise ValueError(f"save mode {mode!r}")
     with locked(path):
         if environment is not None:  # re-read: another process may have saved meanwhile; corrupt -> refuse
-            path = locate(path.parent, machine, environment).path
+            path = Path(locate(path.parent, machine, environment).path)
         report = SaveReport(path=path)
         entries = load(path)
-        for test_id, update in sorted(updates.items()):
-            if mode == "missing" and test_id in entries:
-                report.kept.append(test_id)
-                continue
-            if files and test_id in files:
-                files[test_id](path.parent)
-            entries[test_id] = update(entries.get(test_id)) if callable(update) else dict(update)
-            report.written.append(test_id)
-        if report.written:
+        written = updated(entries, updates, mode, report)
+        if written:
+            from . import thumbnails as pictures
+
+            for test_id in written:
+                for blob in (thumbnails or {}).get(test_id, ()):
+                    pictures.write(path.parent, blob)
             write_atomic(path, render(machine, {k: upgraded(v) for k, v in entries.items()}, environment))
-            if files:
+            if thumbnails:
                 collect_thumbnails(path.parent)
     return report
 

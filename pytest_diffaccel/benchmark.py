@@ -21,7 +21,7 @@ from . import breakdown, fidelity, history, latency, thumbnails, verdict
 from .blocks import Block, BlockMaker
 from .config import Settings
 from .measure import Call, generate
-from .results import Result
+from .results import Result, series_of
 from .session import DiffaccelSession
 from .techniques import Spec
 
@@ -144,14 +144,13 @@ class Benchmark:
         state = self.state
         _, images, reference_images = seeds[0]
         count = len(images)
-        folder = state.settings.baselines
-        assert folder is not None
-        then = thumbnails.read(folder, stored.get("images", ""), count)
+        store = state.store
+        then = store.thumbnail(stored.get("images", ""), count)
         moved = None
         if then is not None and then.shape == thumbnails.reduce(images).shape:
             moved = fidelity.compare(thumbnails.reduce(images) / 255.0, then).ssim
         drift = None
-        reference_then = thumbnails.read(folder, stored.get("reference", ""), count)
+        reference_then = store.thumbnail(stored.get("reference", ""), count)
         if reference_then is not None and reference_then.shape == thumbnails.reduce(reference_images).shape:
             drift = 1.0 - fidelity.compare(thumbnails.reduce(reference_images) / 255.0, reference_then).ssim
         same = stored.get("versions") == state.versions() and stored.get("device") == state.device
@@ -418,6 +417,7 @@ def _attach(
     if entry:
         result.baseline_samples = list(entry.get("relative_samples" if figure == "ratio" else "samples") or [])
         result.history = [math.exp(v) for v in (history.levels(history.runs_of(entry), figure) or [[]])[-1]]
+        result.series = series_of(history.runs_of(entry), figure)  # the chart's series: every kept run
 
 
 def _crept(judgement: latency.Judgement, level: list[float], prior: float, settings: Settings) -> latency.Judgement:

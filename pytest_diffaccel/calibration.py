@@ -336,8 +336,10 @@ def _finished(line: str) -> re.Match[str] | None:
     return None if SHORT.match(line) else FINISHED.match(line)
 
 
-def _shown(path: Path, cwd: Path) -> str:
-    """The path as the user would type it: relative to where the command ran, when under it."""
+def _shown(path: Path | str, cwd: Path) -> str:
+    """The path as the user would type it: relative to where the command ran, when under it (a URL as it is)."""
+    if "://" in str(path):
+        return str(path)
     try:
         return str(Path(path).resolve().relative_to(Path(cwd).resolve()))
     except ValueError:

@@ -174,6 +174,17 @@ def parse_path(value: Any, name: str) -> Path:
     return Path(parse_text(value, name))
 
 
+def parse_location(value: Any, name: str) -> Path | str:
+    """A folder, or a store's URL (``s3://bucket/prefix``, any fsspec protocol): kept as text."""
+    text = parse_text(value, name)
+    if "://" in text:
+        protocol = text.split("://", 1)[0]
+        if not re.fullmatch(r"[a-z][a-z0-9+.-]*", protocol) or not text.split("://", 1)[1].strip("/"):
+            raise SettingError(f"{name}: {text!r} is not a store URL (protocol://bucket/prefix, e.g. s3://ci/perf)")
+        return text.rstrip("/")
+    return Path(text)
+
+
 def parse_floors_file(value: Any, name: str) -> Path:
     from . import floors
 
@@ -251,7 +262,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("batch", parse_positive_int, "images per prompt (default 1)", metavar="N", marker=True),
     Option("guidance", parse_positive_float, "guidance scale (default: the preset's)", metavar="X", marker=True),
-    Option("baselines", parse_path, "baseline folder (default: baselines/ under the rootdir)", metavar="DIR"),
+    Option(
+        "baselines",
+        parse_location,
+        "baseline folder (default: baselines/ under the rootdir), or a shared store's URL (s3://bucket/prefix, "
+        "gs://, az://, file://: any fsspec protocol) that CI runners save into at once",
+        metavar="DIR|URL",
+    ),
     Option(
         "save",
         parse_choice(SAVE_MODES),
@@ -530,7 +547,7 @@ class Settings:
     prompt: tuple[str, ...] | None = None
     batch: int = 1
     guidance: float | None = None
-    baselines: Path | None = None
+    baselines: Path | str | None = None
     save: str | None = None
     machine: str | None = None
     require_baseline: bool = False
@@ -703,6 +720,6 @@ def settings_from_config(config: pytest.Config) -> Settings:
         )
     rootdir = Path(str(config.rootpath))
     baselines = settings.baselines or Path("baselines")
-    if not baselines.is_absolute():
+    if isinstance(baselines, Path) and not baselines.is_absolute():
         baselines = rootdir / baselines
     return dataclasses.replace(settings, baselines=baselines)

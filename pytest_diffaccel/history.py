@@ -20,7 +20,7 @@ machine, toward an assumed fallback; the prior counts as ``PRIOR_WEIGHT`` runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,15 +197,35 @@ def same_series(entry: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
     return entry.get("call") == fields.get("call") and entry.get("model") in (None, fields.get("model"))
 
 
-def merger(
-    fields: Mapping[str, Any], record: Mapping[str, Any], keep: int, new_level: bool
-) -> Callable[[Mapping[str, Any] | None], dict[str, Any]]:
-    """How to fold a new run into a stored entry: the newest run's fields replace the old ones,
-    its record joins the history (a new level after an accepted change; a fresh history when the
-    stored entry measured another call or model)."""
+@dataclass(frozen=True)
+class RunUpdate:
+    """One run to fold into a stored entry: the newest run's fields replace the old ones, its record joins
+    the history (a new level after an accepted change; a fresh history when the stored entry measured
+    another call or model), the oldest runs dropped beyond ``keep``. Plain data, so that a shared store can
+    keep it as one immutable object per saved run and fold the objects into the same entries later."""
 
-    def merge(existing: Mapping[str, Any] | None) -> dict[str, Any]:
-        runs = runs_of(existing) if existing and same_series(existing, fields) else []
-        return {**fields, "runs": appended(runs, record, keep, new_level)}
+    fields: Mapping[str, Any]
+    record: Mapping[str, Any]
+    keep: int
+    new_level: bool
 
-    return merge
+    def __call__(self, existing: Mapping[str, Any] | None) -> dict[str, Any]:
+        runs = runs_of(existing) if existing and same_series(existing, self.fields) else []
+        return {**self.fields, "runs": appended(runs, self.record, self.keep, self.new_level)}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "fields": dict(self.fields),
+            "record": dict(self.record),
+            "keep": self.keep,
+            "new_level": self.new_level,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunUpdate:
+        return cls(dict(data["fields"]), dict(data["record"]), int(data["keep"]), bool(data["new_level"]))
+
+
+def merger(fields: Mapping[str, Any], record: Mapping[str, Any], keep: int, new_level: bool) -> RunUpdate:
+    """How to fold a new run into a stored entry (see RunUpdate)."""
+    return RunUpdate(fields, record, keep, new_level)

@@ -1,10 +1,13 @@
-"""Merge the JSON reports of several shards (machines, or runs) into one.
+"""Merge the JSON reports of the shards of one matrix (CI jobs, pytest-split groups) into one run's report.
 
-    python -m pytest_diffaccel.merge shard1.json shard2.json -o all.json
+    diffaccel merge shard-1.json shard-2.json -o all.json --markdown all.md --html all.html
+    python -m pytest_diffaccel.merge ...          (the same, without the console script)
 
 The result is still a pytest-benchmark file: ``benchmarks`` is the concatenation (a test id
 measured by two shards is an error unless ``--prefer-last``); ``machine_info`` is the first
-shard's, and every shard's machine and commit are kept under ``diffaccel.shards``.
+shard's, and every shard's machine and commit are kept under ``diffaccel.shards``. The merged run
+is printed as one run's summary table (report/merged.py), and written as Markdown and HTML on request;
+the exit status is 1 when any shard's test failed, so the merge job gates CI as one run would.
 """
 
 from __future__ import annotations
@@ -35,8 +38,16 @@ def merge(reports: list[tuple[str, dict[str, Any]]], prefer_last: bool = False) 
                 raise MergeError(f"{name}: not a pytest-benchmark JSON report (no {key!r})")
         if not merged:
             merged = {k: v for k, v in report.items() if k not in ("benchmarks", "diffaccel")}
-        shards.append({"file": name, "machine_info": report["machine_info"], "commit_info": report["commit_info"]})
+        shards.append(
+            {
+                "file": name,
+                "tests": len(report["benchmarks"]),
+                "machine_info": report["machine_info"],
+                "commit_info": report["commit_info"],
+            }
+        )
         for bench in report["benchmarks"]:
+            bench = {**bench, "extra_info": {**bench.get("extra_info", {}), "shard": Path(name).stem}}
             test_id = bench.get("fullname") or bench.get("name")
             if test_id in benchmarks and not prefer_last:
                 raise MergeError(
@@ -45,19 +56,27 @@ def merge(reports: list[tuple[str, dict[str, Any]]], prefer_last: bool = False) 
             benchmarks[test_id] = bench
             origin[test_id] = name
         extra = report.get("diffaccel", {})
-        skipped += extra.get("skipped", [])
-        failed += extra.get("failed", [])
+        skipped += [{**item, "shard": Path(name).stem} for item in extra.get("skipped", [])]
+        failed += [{**item, "shard": Path(name).stem} for item in extra.get("failed", [])]
     merged["benchmarks"] = list(benchmarks.values())
-    merged["diffaccel"] = {"shards": shards, "skipped": skipped, "failed": failed}
+    settings = sorted({str(r.get("diffaccel", {}).get("settings")) for _, r in reports if r.get("diffaccel")})
+    merged["diffaccel"] = {"shards": shards, "skipped": skipped, "failed": failed, "settings": "; ".join(settings)}
     return merged
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_diffaccel.merge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("reports", nargs="+", type=Path)
-    parser.add_argument("-o", "--output", type=Path, required=True)
+HELP = "merge the JSON reports of a sharded matrix into one run's report (terminal, JSON, Markdown, HTML)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("reports", nargs="+", type=Path, help="the shards' --diffaccel-json files")
+    parser.add_argument("-o", "--output", type=Path, help="write the merged JSON (pytest-benchmark's format) here")
+    parser.add_argument("--markdown", type=Path, help="write the merged Markdown report here")
+    parser.add_argument("--html", type=Path, help="write the merged HTML report here")
     parser.add_argument("--prefer-last", action="store_true", help="a test id in several shards: keep the last one")
-    args = parser.parse_args(argv)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         loaded = []
         for path in args.reports:
@@ -69,11 +88,27 @@ def main(argv: list[str] | None = None) -> int:
     except MergeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from .baselines import write_atomic
+    from .atomic import write_atomic
+    from .report.merged import failed, merged_run, render_html, render_markdown, terminal_lines
 
-    write_atomic(args.output, json.dumps(merged, indent=2) + "\n")
-    print(f"merged {len(merged['benchmarks'])} benchmarks from {len(args.reports)} reports into {args.output}")
-    return 0
+    run_ = merged_run(merged)
+    print("\n".join(terminal_lines(run_)))
+    for path, text in (
+        (args.output, lambda: json.dumps(merged, indent=2) + "\n"),
+        (args.markdown, lambda: render_markdown(run_)),
+        (args.html, lambda: render_html(run_)),
+    ):
+        if path is not None:
+            write_atomic(path, text())
+            print(f"report: {path}")
+    return 1 if failed(run_.results) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_diffaccel.merge", description=HELP)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return int(args.run(args))
 
 
 if __name__ == "__main__":

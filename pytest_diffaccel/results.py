@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,7 @@ class Result:
     wall_seconds: float | None = None  # the whole diffaccel_benchmark call: every block, fidelity, checks
     recipe: bool = False  # chosen by --diffaccel-search: saved marked, so the plain matrix gates it
     history: list[float] = field(default_factory=list)  # the baseline history's runs (newest level), same figure
+    series: list[dict[str, Any]] = field(default_factory=list)  # every kept run, oldest first (series_of)
     stack_changes: list[str] = field(default_factory=list)  # software changes since the history ("torch a -> b")
     recorded: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -214,6 +216,19 @@ class Result:
             "versions": versions,
             "recorded": self.recorded,
         }
+
+
+def series_of(records: Sequence[Mapping[str, Any]], figure: str) -> list[dict[str, Any]]:
+    """A history's runs as the series its chart draws, oldest first: the judged figure's value, the level
+    and the recorded time of each run that holds the figure (what history.levels reads, in order)."""
+    from .history import value
+
+    series = []
+    for record in records:
+        v = value(record, figure)
+        if v is not None:
+            series.append({"value": v, "level": int(record.get("level", 0)), "recorded": record.get("recorded")})
+    return series
 
 
 def _decoded(encoded: str) -> bytes:

@@ -13,7 +13,7 @@ import importlib.metadata
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -24,6 +24,9 @@ from .measure import Call, Measurement, measure
 from .models import ModelInfo
 from .results import Result
 from .techniques import Environment, Registry, Spec
+
+if TYPE_CHECKING:
+    from .store import Store
 
 VERSIONED = ("torch", "diffusers", "transformers", "accelerate", "torchao", "xformers", "scikit-image")
 
@@ -75,6 +78,7 @@ class DiffaccelSession:
         self._machine: str | None = None
         self._fingerprint: dict[str, Any] | None = None
         self._located: baseline_files.Located | None = None
+        self._store: Store | None = None
         self._machine_spreads: dict[str, tuple[float | None, int]] = {}
         self._seed_images: dict[str, dict[int, Any]] = {}
         self.compile_cache = "cold"  # "warm" when torch.compile's cache held entries at the start of the run
@@ -127,12 +131,21 @@ class DiffaccelSession:
     def located(self) -> baseline_files.Located:
         """This environment's baseline file among the machine key's files, and the others."""
         if self._located is None:
-            assert self.settings.baselines is not None
-            self._located = baseline_files.locate(self.settings.baselines, self.machine, self.fingerprint())
+            self._located = self.store.locate(self.machine, self.fingerprint())
         return self._located
 
     @property
-    def baseline_path(self) -> Path:
+    def store(self) -> Store:
+        """Where the baselines live: the folder, or the shared store at a URL (store.py)."""
+        if self._store is None:
+            from .store import open_store
+
+            assert self.settings.baselines is not None
+            self._store = open_store(self.settings.baselines)
+        return self._store
+
+    @property
+    def baseline_path(self) -> Path | str:
         return self.located.path
 
     def versions(self) -> dict[str, Any]:
@@ -345,7 +358,7 @@ class DiffaccelSession:
         if not mode:
             return
         updates = {}
-        files = {}
+        pictures = {}
         calibrating = self.settings.save_runs > 1
         for result in self.results:
             if not result.fidelity_ok:
@@ -360,11 +373,11 @@ class DiffaccelSession:
                 keep=self.settings.history,
                 new_level=result.changed_level and not calibrating,
             )
-            files[result.test_id] = _thumbnail_writer(result.thumbnail_files())
+            pictures[result.test_id] = list(result.thumbnail_files().values())
         if not updates:
             self.saved = baseline_files.SaveReport(path=self.baseline_path)
             return
-        self.saved = baseline_files.save(self.baseline_path, self.machine, updates, mode, files, self.fingerprint())
+        self.saved = self.store.save(self.located, self.machine, updates, mode, pictures, self.fingerprint())
 
     # ------------------------------------------------------------------ applying a spec
 
@@ -389,15 +402,6 @@ class DiffaccelSession:
             self.drilled.add(spec.name)
             ctx.note(inject(pipe, fraction, self.call_for(settings)))
         return pipe, ctx
-
-
-def _thumbnail_writer(data: dict[str, bytes]) -> Any:
-    def write(folder: Path) -> str:
-        from .thumbnails import write as write_thumbnail
-
-        return ", ".join(write_thumbnail(folder, blob) for blob in data.values())
-
-    return write
 
 
 class TechniqueFailed(Exception):

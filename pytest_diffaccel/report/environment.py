@@ -28,7 +28,7 @@ def environment_lines(state: Any) -> list[str]:
             f"record this one with `{state.record_command()}`"
         )
     elif not state.settings.save:
-        lines.append(f"no baseline for {state.machine} in {located.path.parent} yet")
+        lines.append(f"no baseline for {state.machine} in {state.store.location} yet")
     return lines
 
 

@@ -1,7 +1,8 @@
 """The HTML report: one self-contained file (PNG data URIs), readable in ten seconds.
 
 Per technique: the fp32 reference image, the technique's image and the SSIM map as a heat map,
-side by side; its run-level latency (the history's runs, this run's blocks and rounds, the threshold); the verdict with
+side by side; its history as a series (one point per saved run, levels, the band the gate accepts, this
+run's blocks; series.py), or this run's blocks and rounds when it has no history; the verdict with
 the gate and numbers. Above them: the run's header and the speed-up vs fp32 of every technique
 as a bar chart. Templating with Jinja2 (autoescape on: test ids, prompts and paths are escaped),
 plots with matplotlib (Agg backend, no display).
@@ -89,6 +90,17 @@ def _latency_plot(result: Any) -> str | None:
     axis.set_xlabel("latency over the interleaved fp32 reference" if ratio else "seconds per call")
     axis.grid(axis="x", alpha=0.3)
     return _figure_uri(figure)
+
+
+def _history_chart(result: Any) -> dict[str, str] | None:
+    """The technique's history as a series (report/series.py: the chart ``diffaccel history`` draws too):
+    one point per saved run, its levels, the band the gate accepts, this run's blocks; None without a history."""
+    from . import series
+
+    view = series.view_of_result(result)
+    if view is None:
+        return None
+    return {"uri": series.chart_uri(view), "caption": series.caption(view), "broke": "broke" if view.failed else ""}
 
 
 def _speedup_chart(results: list[Any]) -> str | None:
@@ -180,6 +192,7 @@ def _sections(results: list[Any]) -> list[dict[str, Any]]:
                     }
                 )
         gates = list(result.verdict.gates) if result.verdict else []
+        chart = _history_chart(result)
         sections.append(
             {
                 "result": result,
@@ -191,7 +204,8 @@ def _sections(results: list[Any]) -> list[dict[str, Any]]:
                 if result.outcome == "skipped"
                 else "fail",
                 "triples": triples,
-                "latency_plot": _latency_plot(result),
+                "history_chart": chart,
+                "latency_plot": None if chart else _latency_plot(result),  # this run alone, without a history
                 "gates": gates,
                 "median": fmt_seconds(result.median),
                 "speedup": fmt_speedup(result.speedup),

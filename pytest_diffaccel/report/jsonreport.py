@@ -83,6 +83,7 @@ def benchmark_entry(result: Any, state: Any) -> dict[str, Any]:
                 "blocks": list(latency.blocks) if latency else None,
                 "history_runs": latency.history_runs if latency else 0,
                 "history": list(result.history),
+                "series": list(result.series),
                 "spread": latency.spread.as_dict() if latency else None,
                 "detectable": latency.detectable if latency else None,
                 "reason": latency.reason if latency else None,

@@ -1,0 +1,355 @@
+"""A shared baseline store at an fsspec URL: append-only, so that runners saving at once lose no run.
+
+Layout under the URL (``s3://bucket/prefix``)::
+
+    <machine key>/<hardware hash>/runs/<UTC time>-<random>.json   one object per saved run
+    thumbnails/<sha256[:16]>.png                                   the pictures, named by content
+
+A saved run is one object written once and never changed (one PUT: a reader sees it whole or not at
+all), holding what the run adds to each test's history (history.RunUpdate: the entry's fields, the run
+record, how many runs to keep, whether it starts a new level). The history of an environment is the
+fold of its objects in name order (time first) into the same entries a baseline file holds, by the same
+code. Two runners that save at the same time write two objects: both runs are in the next read. A
+``snapshot`` object (written by ``diffaccel move`` from a folder) holds whole entries and lists the
+objects it already contains.
+
+The store is read once, when the run starts (the entries of this environment and every thumbnail they
+name): one that can't be reached is a usage error naming it before any test runs. It is written once,
+at the end: thumbnails first, then the run's object, so a save cut short leaves at most unnamed
+thumbnails, never a half history.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import baselines
+from .baselines import BaselineError, Located, SaveReport, Stored, StoredHistory
+from .history import RunUpdate, upgraded
+
+RUNS = "runs"
+THUMBNAILS = "thumbnails"
+BUCKETS = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl"}  # the first part of the path must exist
+EXTRAS = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}
+
+
+class RemoteStore:
+    """The store at ``url`` (any fsspec protocol; credentials and endpoint the backend's usual way)."""
+
+    def __init__(self, url: str) -> None:
+        self.location = url.rstrip("/")
+        protocol = self.location.split("://", 1)[0]
+        try:
+            import fsspec
+            from fsspec.core import url_to_fs
+        except ImportError:
+            raise BaselineError(self._install(protocol, "fsspec")) from None
+        del fsspec
+        try:
+            self.fs, self.root = url_to_fs(self.location, skip_instance_cache=True)
+        except ImportError as error:
+            raise BaselineError(self._install(protocol, EXTRAS.get(protocol, str(error)))) from None
+        except ValueError as error:
+            raise BaselineError(f"--diffaccel-baselines {self.location}: {error}") from None
+        self.root = self.root.rstrip("/")
+        self.local = "file" in _protocols(self.fs)
+        self._thumbnails: dict[str, bytes] = {}
+
+    def _install(self, protocol: str, package: str) -> str:
+        return (
+            f"--diffaccel-baselines {self.location}: the {protocol}:// store needs {package}; "
+            f"install it with `pip install {package}` (or the extra: pytest-diffaccel[s3], [gcs], [azure])"
+        )
+
+    # ----------------------------------------------------------------------------- paths and errors
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def url(self, path: str) -> str:
+        """The URL of a path of the store, as the user would type it."""
+        relative = path[len(self.root) :].lstrip("/")
+        return f"{self.location}/{relative}" if relative else self.location
+
+    def _unreachable(self, what: str, error: BaseException) -> BaselineError:
+        reason = f"{type(error).__name__}: {error}".strip().splitlines()[0][:300]
+        return BaselineError(
+            f"baseline store {self.location}: {what} failed ({reason}). Check the URL, the endpoint "
+            "(AWS_ENDPOINT_URL / FSSPEC_S3_ENDPOINT_URL for an S3-compatible server) and the credentials; "
+            "nothing was judged against it or written to it."
+        )
+
+    def _call(self, what: str, function: Any, *args: Any, missing: Any = FileNotFoundError, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except FileNotFoundError:
+            if missing is FileNotFoundError:
+                raise
+            return missing
+        except Exception as error:  # the backends raise their own errors (botocore, aiohttp, OSError)
+            raise self._unreachable(what, error) from None
+
+    def _listing(self, path: str) -> list[str]:
+        """The names directly under ``path``; empty when there is nothing there yet."""
+        found = self._call(f"listing {self.url(path)}", self.fs.ls, path, missing=[], detail=False)
+        return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in found)
+
+    def _read_all(self, paths: Sequence[str]) -> dict[str, bytes]:
+        if not paths:
+            return {}
+        found = self._call(f"reading {len(paths)} object(s) of {self.location}", self.fs.cat, list(paths))
+        return {str(k): v for k, v in found.items()}
+
+    def check(self) -> None:
+        """The store can be reached: its top level (the bucket) exists. A prefix that doesn't exist yet is a
+        new, empty store; a bucket that doesn't is an error, never a silent 'no baseline'."""
+        self._call("clearing the listing cache", self.fs.invalidate_cache)
+        if not BUCKETS.intersection(_protocols(self.fs)):
+            self._listing(self.root)  # an error other than "nothing there yet" is raised
+            return
+        top = self.root.split("/", 1)[0]
+        if self._call(f"opening {self.location}", self.fs.ls, top, missing=None, detail=False) is None:
+            raise BaselineError(
+                f"baseline store {self.location}: {top!r} does not exist (create the bucket, or fix the URL); "
+                "nothing was judged against it or written to it."
+            )
+
+    # ----------------------------------------------------------------------------- reading
+
+    def _objects(self, key: str, digest: str) -> list[tuple[str, dict[str, Any]]]:
+        folder = self._path(key, digest, RUNS)
+        names = self.object_names(key, digest)
+        paths = [f"{folder}/{name}" for name in names]
+        blobs = self._read_all(paths)
+        objects = []
+        for name, path in zip(names, paths, strict=True):
+            blob = blobs.get(path)
+            if blob is None:  # fsspec keys may lose or keep the protocol: match by name
+                blob = next((v for k, v in blobs.items() if k.endswith("/" + name)), None)
+            if blob is None:
+                continue
+            objects.append((name, self._parse_object(path, blob)))
+        return objects
+
+    def _parse_object(self, path: str, blob: bytes) -> dict[str, Any]:
+        where = self.url(path)
+        try:
+            data = json.loads(blob.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise BaselineError(
+                f"baseline store object {where}: not valid JSON ({error}). Nothing was written; delete the object "
+                "or restore it."
+            ) from None
+        if not isinstance(data, dict) or data.get("kind") not in ("run", "snapshot"):
+            raise BaselineError(f"baseline store object {where}: not a saved run or snapshot of pytest-diffaccel")
+        if data.get("schema") != baselines.SCHEMA:
+            raise BaselineError(
+                f"baseline store object {where}: schema {data.get('schema')!r} (this pytest-diffaccel reads "
+                f"{baselines.SCHEMA}; upgrade pytest-diffaccel?)"
+            )
+        return data
+
+    def _environments(self, key: str) -> list[str]:
+        return [d for d in self._listing(self._path(key)) if _is_hash(d)]
+
+    def _history(self, key: str, digest: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The entries of one environment's history (its objects folded in order) and its environment."""
+        return fold(self._objects(key, digest))
+
+    def locate(self, key: str, environment: Mapping[str, Any] | None) -> Located:
+        self.check()
+        if environment is None:
+            raise BaselineError(f"baseline store {self.location}: a run without an environment fingerprint")
+        others: list[Stored] = []
+        for digest in self._environments(key):
+            if digest == environment["hash"]:
+                continue
+            entries, stored = self._history(key, digest)
+            others.append(Stored(path=self.url(self._path(key, digest)), environment=stored, tests=len(entries)))
+        entries, stored = self._history(key, environment["hash"])
+        path = self.url(self._path(key, environment["hash"]))
+        self._prefetch(baselines.named_files(entries))
+        return Located(path=path, entries=entries, environment=dict(environment), others=others, matched=bool(entries))
+
+    def _prefetch(self, names: set[str]) -> None:
+        """Every thumbnail this environment's entries name, read now: a test never waits on the store."""
+        paths = {name: self._path(THUMBNAILS, name) for name in sorted(names) if name not in self._thumbnails}
+        if not paths:
+            return
+        found = self._call(
+            f"reading {len(paths)} thumbnail(s) of {self.location}", self.fs.cat, list(paths.values()), on_error="omit"
+        )
+        for name, path in paths.items():
+            blob = next((v for k, v in found.items() if str(k).endswith("/" + name) or k == path), None)
+            if blob is not None:
+                self._thumbnails[name] = blob
+
+    def thumbnail(self, name: str, count: int) -> Any | None:
+        from .thumbnails import decode
+
+        blob = self._thumbnails.get(name)
+        if blob is None:
+            return None
+        try:
+            return decode(blob, count)
+        except Exception:
+            return None
+
+    def histories(self) -> list[StoredHistory]:
+        self.check()
+        found = []
+        for key in self._listing(self.root):
+            if key == THUMBNAILS:
+                continue
+            for digest in self._environments(key):
+                entries, environment = self._history(key, digest)
+                found.append(StoredHistory(self.url(self._path(key, digest)), key, environment, entries))
+        return found
+
+    # ----------------------------------------------------------------------------- writing
+
+    def save(
+        self,
+        located: Located,
+        machine: str,
+        updates: Mapping[str, Any],
+        mode: str,
+        thumbnails: Mapping[str, Sequence[bytes]] | None = None,
+        environment: Mapping[str, Any] | None = None,
+    ) -> SaveReport:
+        """This run as one new object of its environment's history (and the thumbnails it names, first)."""
+        if environment is None:
+            raise BaselineError(f"baseline store {self.location}: a run without an environment fingerprint")
+        report = SaveReport()
+        current, _ = self._history(machine, environment["hash"])  # 'missing': what is there now
+        baselines.updated(dict(current), updates, mode, report)
+        if not report.written:
+            report.path = located.path
+            return report
+        from .thumbnails import name_of
+
+        for test_id in report.written:
+            for blob in (thumbnails or {}).get(test_id, ()):
+                self._put(self._path(THUMBNAILS, name_of(blob)), blob, once=True)
+        tests = {}
+        for test_id in report.written:
+            update = updates[test_id]
+            if not isinstance(update, RunUpdate):  # a whole entry (tests, tools): kept as it is
+                update = RunUpdate(fields=dict(update), record={}, keep=0, new_level=False)
+            tests[test_id] = update.as_dict()
+        body = {
+            "schema": baselines.SCHEMA,
+            "kind": "run",
+            "machine": machine,
+            "mode": mode,
+            "saved": _now(),
+            "environment": dict(environment),
+            "tests": tests,
+        }
+        path = self._path(machine, environment["hash"], RUNS, _object_name())
+        self._put(path, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+        report.path = self.url(path)
+        return report
+
+    def write_snapshot(
+        self, machine: str, environment: Mapping[str, Any], entries: Mapping[str, Any], covers: Sequence[str] = ()
+    ) -> str:
+        """Whole entries as one object (a folder's history moved in); its URL."""
+        body = {
+            "schema": baselines.SCHEMA,
+            "kind": "snapshot",
+            "machine": machine,
+            "saved": _now(),
+            "environment": dict(environment),
+            "entries": {k: upgraded(v) for k, v in entries.items()},
+            "covers": list(covers),
+        }
+        path = self._path(machine, environment["hash"], RUNS, _object_name())
+        self._put(path, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+        return self.url(path)
+
+    def put_thumbnail(self, name: str, blob: bytes) -> None:
+        self._put(self._path(THUMBNAILS, name), blob, once=True)
+
+    def thumbnail_bytes(self, name: str) -> bytes | None:
+        path = self._path(THUMBNAILS, name)
+        return self._call(f"reading {self.url(path)}", self.fs.cat_file, path, missing=None)
+
+    def object_names(self, key: str, digest: str) -> list[str]:
+        """The saved runs and snapshots of one environment's history, oldest first."""
+        return [n for n in self._listing(self._path(key, digest, RUNS)) if n.endswith(".json")]
+
+    def _put(self, path: str, blob: bytes, once: bool = False) -> None:
+        """One whole object. A content-named one (``once``) that exists already is the same bytes: kept."""
+        if once and self._call(f"checking {self.url(path)}", self.fs.exists, path):
+            return
+        if self.local:
+            from pathlib import Path
+
+            from .atomic import write_atomic_bytes
+
+            write_atomic_bytes(Path(path), blob)  # a local "store": atomic as the folder layout is
+            return
+        self._call(f"writing {self.url(path)}", self.fs.pipe_file, path, blob)
+
+
+# ----------------------------------------------------------------------------- the fold (pure)
+
+
+def fold(objects: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The entries the objects of one environment make, and the environment (the newest object's). The
+    newest snapshot gives the entries it holds; then every run it does not already contain is folded in,
+    in name order, exactly as a save into a baseline file would have folded it."""
+    ordered = sorted(objects, key=lambda item: item[0])
+    snapshots = [(name, data) for name, data in ordered if data.get("kind") == "snapshot"]
+    entries: dict[str, Any] = {}
+    covered: set[str] = set()
+    if snapshots:
+        name, snapshot = snapshots[-1]
+        entries = {k: dict(v) for k, v in snapshot.get("entries", {}).items()}
+        covered = {name, *snapshot.get("covers", ())}
+    environment = None
+    for name, data in ordered:
+        environment = dict(data.get("environment") or {}) or environment
+        if name in covered or data.get("kind") != "run":
+            continue
+        report = SaveReport()
+        updates = {test_id: _update(update) for test_id, update in data.get("tests", {}).items()}
+        baselines.updated(entries, updates, str(data.get("mode", "all")), report)
+    if environment is not None and isinstance(environment.get("hardware"), dict):
+        from .fingerprint import hardware_hash
+
+        environment["hash"] = hardware_hash(environment["hardware"])
+    return entries, environment
+
+
+def _update(data: Mapping[str, Any]) -> Any:
+    update = RunUpdate.from_dict(data)
+    if update.keep == 0 and not update.record:  # a whole entry
+        return dict(update.fields)
+    return update
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _is_hash(name: str) -> bool:
+    from .fingerprint import HASH_LENGTH
+
+    return len(name) == HASH_LENGTH and all(c in "0123456789abcdef" for c in name)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _object_name() -> str:
+    """Time first (the fold's order), then randomness (two runners in the same microsecond)."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{stamp}-{uuid.uuid4().hex[:12]}.json"
