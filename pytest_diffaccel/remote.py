@@ -94,15 +94,20 @@ class RemoteStore:
             raise self._unreachable(what, error) from None
 
     def _listing(self, path: str) -> list[str]:
-        """The names directly under ``path``; empty when there is nothing there yet."""
+        """The names directly under ``path`` as they are now (never a cached listing); empty when there is
+        nothing there yet."""
+        self.fs.invalidate_cache(path)
         found = self._call(f"listing {self.url(path)}", self.fs.ls, path, missing=[], detail=False)
         return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in found)
 
     def _read_all(self, paths: Sequence[str]) -> dict[str, bytes]:
+        """The objects at ``paths`` that exist (concurrent requests where the backend is asynchronous)."""
         if not paths:
             return {}
-        found = self._call(f"reading {len(paths)} object(s) of {self.location}", self.fs.cat, list(paths))
-        return {str(k): v for k, v in found.items()}
+        found = self._call(
+            f"reading {len(paths)} object(s) of {self.location}", self.fs.cat, list(paths), on_error="omit"
+        )
+        return {str(k): v for k, v in found.items() if isinstance(v, bytes)}
 
     def check(self) -> None:
         """The store can be reached: its top level (the bucket) exists. A prefix that doesn't exist yet is a
@@ -121,19 +126,16 @@ class RemoteStore:
     # ----------------------------------------------------------------------------- reading
 
     def _objects(self, key: str, digest: str) -> list[tuple[str, dict[str, Any]]]:
+        """The saved runs and snapshots of one environment, parsed, oldest first. An object listed but gone
+        when read (a compaction deleted what its snapshot holds) means: list again, the snapshot is there."""
         folder = self._path(key, digest, RUNS)
-        names = self.object_names(key, digest)
-        paths = [f"{folder}/{name}" for name in names]
-        blobs = self._read_all(paths)
-        objects = []
-        for name, path in zip(names, paths, strict=True):
-            blob = blobs.get(path)
-            if blob is None:  # fsspec keys may lose or keep the protocol: match by name
-                blob = next((v for k, v in blobs.items() if k.endswith("/" + name)), None)
-            if blob is None:
-                continue
-            objects.append((name, self._parse_object(path, blob)))
-        return objects
+        for _ in range(3):
+            names = self.object_names(key, digest)
+            blobs = self._read_all([f"{folder}/{name}" for name in names])
+            found = {name: blob for name in names if (blob := _by_name(blobs, name)) is not None}
+            if len(found) == len(names):
+                return [(name, self._parse_object(f"{folder}/{name}", found[name])) for name in names]
+        raise BaselineError(f"baseline store {self.url(folder)}: objects keep vanishing while read; try again")
 
     def _parse_object(self, path: str, blob: bytes) -> dict[str, Any]:
         where = self.url(path)
@@ -180,11 +182,9 @@ class RemoteStore:
         paths = {name: self._path(THUMBNAILS, name) for name in sorted(names) if name not in self._thumbnails}
         if not paths:
             return
-        found = self._call(
-            f"reading {len(paths)} thumbnail(s) of {self.location}", self.fs.cat, list(paths.values()), on_error="omit"
-        )
-        for name, path in paths.items():
-            blob = next((v for k, v in found.items() if str(k).endswith("/" + name) or k == path), None)
+        found = self._read_all(list(paths.values()))
+        for name in paths:
+            blob = _by_name(found, name)
             if blob is not None:
                 self._thumbnails[name] = blob
 
@@ -272,6 +272,27 @@ class RemoteStore:
         self._put(path, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8"))
         return self.url(path)
 
+    def compact(self) -> list[str]:
+        """Each environment's history as one snapshot object, written before the objects it holds are deleted:
+        a reader sees the old objects or the snapshot, and a run saved meanwhile (not in the snapshot) stays."""
+        self.check()
+        lines = []
+        for stored in self.histories():
+            digest = stored.environment["hash"] if stored.environment else ""
+            objects = self._objects(stored.machine, digest)
+            if len(objects) < 2:
+                continue
+            entries, environment = fold(objects)
+            assert environment is not None
+            names = [name for name, _ in objects]
+            url = self.write_snapshot(stored.machine, environment, entries, covers=names)
+            folder = self._path(stored.machine, digest, RUNS)
+            self._call(
+                f"deleting {len(names)} object(s) of {self.url(folder)}", self.fs.rm, [f"{folder}/{n}" for n in names]
+            )
+            lines.append(f"compacted {stored.label}: {len(names)} objects -> 1 snapshot ({len(entries)} tests): {url}")
+        return lines or [f"{self.location}: nothing to compact (one object or none per history)"]
+
     def put_thumbnail(self, name: str, blob: bytes) -> None:
         self._put(self._path(THUMBNAILS, name), blob, once=True)
 
@@ -332,6 +353,11 @@ def _update(data: Mapping[str, Any]) -> Any:
     if update.keep == 0 and not update.record:  # a whole entry
         return dict(update.fields)
     return update
+
+
+def _by_name(blobs: Mapping[str, bytes], name: str) -> bytes | None:
+    """The blob of the object named ``name`` (fsspec's keys may keep or drop the protocol)."""
+    return next((blob for key, blob in blobs.items() if key == name or key.endswith("/" + name)), None)
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:

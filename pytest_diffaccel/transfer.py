@@ -22,6 +22,7 @@ from .baselines import BaselineError
 from .store import StoredHistory, is_url, open_store
 
 HELP = "copy baseline histories from a folder into a shared store (s3://...), or from a store into a folder"
+COMPACT_HELP = "fold each history of a shared store into one snapshot object (runs saved meanwhile are kept)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,10 +35,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return _report("move", lambda: move(args.source, args.destination, replace=args.replace))
+
+
+def add_compact_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", help="a store URL (s3://bucket/prefix, ...)")
+    parser.set_defaults(run=run_compact)
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    def compact() -> list[str]:
+        if not is_url(args.store):
+            raise BaselineError(f"{args.store}: not a store URL (a folder holds one file per environment already)")
+        from .remote import RemoteStore
+
+        return RemoteStore(args.store).compact()
+
+    return _report("compact", compact)
+
+
+def _report(command: str, action: Any) -> int:
     try:
-        lines = move(args.source, args.destination, replace=args.replace)
+        lines = action()
     except BaselineError as error:
-        print(f"diffaccel move: {error}", file=sys.stderr)
+        print(f"diffaccel {command}: {error}", file=sys.stderr)
         return 2
     print("\n".join(lines))
     return 0

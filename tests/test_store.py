@@ -206,6 +206,36 @@ def test_move_a_folder_into_the_store_and_back(bucket, tmp_path, capsys):
         fingerprinted[0].entries))  # fmt: skip
 
 
+def test_compacting_keeps_every_history_and_a_run_saved_meanwhile(bucket, capsys, monkeypatch):
+    from pytest_diffaccel import remote
+    from pytest_diffaccel.cli import main
+
+    env = environment()
+    store = open_store(bucket)
+    for ratio in (1.0, 1.1, 1.2):
+        located = store.locate("cpu-test", env)
+        store.save(located, "cpu-test", {"t::a": run(ratio), "t::b": run(ratio)}, "all", None, env)
+    before = open_store(bucket).locate("cpu-test", env).entries
+    # a runner saves while the compaction runs: after it folded the history, before it deletes
+    written = remote.RemoteStore.write_snapshot
+
+    def snapshot_then_a_saver(self, *args, **kwargs):
+        url = written(self, *args, **kwargs)
+        other = open_store(bucket)
+        other.save(other.locate("cpu-test", env), "cpu-test", {"t::a": run(1.3)}, "all", None, env)
+        return url
+
+    monkeypatch.setattr(remote.RemoteStore, "write_snapshot", snapshot_then_a_saver)
+    assert main(["compact", bucket]) == 0
+    assert f"compacted {bucket}/cpu-test/{env['hash']}: 3 objects -> 1 snapshot (2 tests)" in capsys.readouterr().out
+    assert len([k for k in objects(bucket) if "/runs/" in k]) == 2  # the snapshot and the run saved meanwhile
+    after = open_store(bucket).locate("cpu-test", env).entries
+    assert after["t::b"] == before["t::b"]
+    assert [r["ratio"] for r in after["t::a"]["runs"]] == [1.0, 1.1, 1.2, 1.3]
+    monkeypatch.undo()
+    assert main(["compact", "not-a-url"]) == 2
+
+
 def test_a_file_url_is_a_store_on_a_shared_mount(tmp_path):
     env = environment()
     url = f"file://{tmp_path}/mount/diffaccel"
