@@ -225,7 +225,9 @@ class RemoteStore:
         if environment is None:
             raise BaselineError(f"baseline store {self.location}: a run without an environment fingerprint")
         report = SaveReport()
-        current, _ = self._history(machine, environment["hash"])  # 'missing': what is there now
+        current = {}
+        if mode == "missing":  # what is there now ('all' writes every update, whatever is stored)
+            current, _ = self._history(machine, environment["hash"])
         baselines.updated(dict(current), updates, mode, report)
         if not report.written:
             report.path = located.path
