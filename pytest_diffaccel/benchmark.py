@@ -20,7 +20,7 @@ import pytest
 from . import breakdown, fidelity, history, latency, thumbnails, verdict
 from .blocks import Block, BlockMaker
 from .config import Settings
-from .measure import Call, generate
+from .measure import Call, Measurement, generate
 from .results import Result, series_of
 from .session import DiffaccelSession
 from .techniques import Spec
@@ -83,7 +83,7 @@ class Benchmark:
         reuse = spec.is_reference and not contexts_of(self.applied) and not call_kwargs
         first = maker.first(pipe, contexts_of(self.applied), reuse)
         seeds = self._seeds(pipe, call, first, reference, maker)
-        scores, why_broken = self._fidelity(seeds)
+        scores, why_broken = fidelity.over_seeds(seeds)
         effects = self._effects(pipe, call, maker)
         entry, note = state.baseline_for(test_id, call)
         regression = self._regression(entry, seeds, scores)
@@ -125,14 +125,6 @@ class Benchmark:
             self.progress("checking the effect")
         probe = Probe(ctx=self.applied, run_call=lambda: generate(pipe, call, maker.contexts), device=self.state.device)
         return check_effects(self.spec, pipe, probe)
-
-    def _fidelity(self, seeds: list[Seeded]) -> tuple[fidelity.Fidelity | None, str | None]:
-        """The worst case over the seeds: broken on any image breaks the result."""
-        for seed, images, _ in seeds:
-            why = fidelity.broken(images)
-            if why:
-                return None, why if len(seeds) == 1 else f"seed {seed}: {why}"
-        return fidelity.worst([fidelity.compare(images, ref) for _, images, ref in seeds]), None
 
     def _regression(
         self, entry: dict[str, Any] | None, seeds: list[Seeded], scores: fidelity.Fidelity | None
@@ -228,11 +220,6 @@ class Benchmark:
             )
         return judged
 
-    def _min_ssim(self) -> float:
-        if self.settings.min_ssim is not None:
-            return self.settings.min_ssim
-        return self.spec.min_ssim_for(self.state.ssim_overrides())
-
     def _compile_seconds(self, first: Block) -> float | None:
         return first.measurement.compile_seconds if self.spec.compiles else None
 
@@ -265,7 +252,7 @@ class Benchmark:
                 broken=why_broken,
                 ssim=scores.ssim if scores else None,
                 psnr=scores.psnr if scores else None,
-                min_ssim=self._min_ssim(),
+                min_ssim=self.state.min_ssim(self.spec, self.settings),
                 regression=regression,
                 effects=[(label, e.applied, e.checked, e.line) for label, e in effects],
                 latency=judgement,
@@ -330,20 +317,6 @@ class Benchmark:
         reuse: bool,
     ) -> Result:
         state, spec, measurement = self.state, self.spec, first.measurement
-        notes = list(self.applied.notes) if self.applied is not None else []
-        if reuse:
-            notes.append("fp32 is the reference: its block 1 is the reference's measurement, judged in seconds")
-        if measurement.graph_breaks:
-            notes.append(f"{measurement.graph_breaks} graph breaks (dynamo)")
-        if len(blocks) > 1:
-            notes.append(
-                f"confirmed: {len(blocks)} blocks measured (" + ", ".join(b.describe(figure) for b in blocks) + ")"
-            )
-        notes += [f"block {i}: rounds drifted {b.drift.describe()}" for i, b in enumerate(blocks, 1) if b.drift]
-        notes += list(decision.notes)
-        if state.info.random_weights:
-            notes.append("random weights: fidelity says little about real pictures")
-        components = breakdown.medians(measurement.breakdown)
         result = Result(
             test_id=test_id,
             technique=spec.name,
@@ -358,12 +331,12 @@ class Benchmark:
             syncs_per_step=measurement.syncs_per_step,
             ssim=scores.ssim if scores else None,
             psnr=scores.psnr if scores else None,
-            min_ssim=self._min_ssim(),
+            min_ssim=self.state.min_ssim(self.spec, self.settings),
             speedup=first.speedup(reference),
             reference_median=reference.median,
             baseline_note=note,
             verdict=decision,
-            notes=notes,
+            notes=self._notes(measurement, blocks, figure, decision, reuse),
             call=call.describe(),
             model=state.info.name,
             random_weights=state.info.random_weights,
@@ -373,7 +346,7 @@ class Benchmark:
             relative_samples=first.ratios,
             relative_kind=first.relative_kind,
             compare_mode=settings_mode(self.settings, spec),
-            breakdown=components,
+            breakdown=breakdown.medians(measurement.breakdown),
             breakdown_relative=self._components(first, reference) if self._relative_breakdown else {},
             graph_breaks=measurement.graph_breaks,
             blocks=[b.summary(figure) for b in blocks],
@@ -384,16 +357,39 @@ class Benchmark:
             compile_cache=state.compile_cache,
         )
         self.results.append(result)
-        for name, value in (
-            ("diffaccel_technique", spec.name),
-            ("diffaccel_median_s", result.median),
-            ("diffaccel_speedup", None if result.speedup is None else round(result.speedup, 4)),
-            ("diffaccel_ssim", None if result.ssim is None else round(result.ssim, 5)),
-            ("diffaccel_peak_memory", result.peak_memory),
-            ("diffaccel_verdict", result.headline),
-        ):
-            self.item.user_properties.append((name, value))
+        self.item.user_properties.extend(_user_properties(result))
         return result
+
+    def _notes(
+        self, measurement: Measurement, blocks: list[Block], figure: str, decision: verdict.Verdict, reuse: bool
+    ) -> list[str]:
+        """The result's notes: the technique's own, how it was measured, the verdict's, the model's caveat."""
+        notes = list(self.applied.notes) if self.applied is not None else []
+        if reuse:
+            notes.append("fp32 is the reference: its block 1 is the reference's measurement, judged in seconds")
+        if measurement.graph_breaks:
+            notes.append(f"{measurement.graph_breaks} graph breaks (dynamo)")
+        if len(blocks) > 1:
+            notes.append(
+                f"confirmed: {len(blocks)} blocks measured (" + ", ".join(b.describe(figure) for b in blocks) + ")"
+            )
+        notes += [f"block {i}: rounds drifted {b.drift.describe()}" for i, b in enumerate(blocks, 1) if b.drift]
+        notes += list(decision.notes)
+        if self.state.info.random_weights:
+            notes.append("random weights: fidelity says little about real pictures")
+        return notes
+
+
+def _user_properties(result: Result) -> list[tuple[str, Any]]:
+    """The figures pytest's JUnit XML records for the test (``record_property``'s list)."""
+    return [
+        ("diffaccel_technique", result.technique),
+        ("diffaccel_median_s", result.median),
+        ("diffaccel_speedup", None if result.speedup is None else round(result.speedup, 4)),
+        ("diffaccel_ssim", None if result.ssim is None else round(result.ssim, 5)),
+        ("diffaccel_peak_memory", result.peak_memory),
+        ("diffaccel_verdict", result.headline),
+    ]
 
 
 def _attach(
@@ -415,7 +411,6 @@ def _attach(
         {"part": label, "applied": e.applied, "checked": e.checked, "line": e.line} for label, e in effects
     ]
     if entry:
-        result.baseline_samples = list(entry.get("relative_samples" if figure == "ratio" else "samples") or [])
         result.history = [math.exp(v) for v in (history.levels(history.runs_of(entry), figure) or [[]])[-1]]
         result.series = series_of(history.runs_of(entry), figure)  # the chart's series: every kept run
 

@@ -14,7 +14,7 @@ from typing import Any
 from . import latency, stats
 from .config import Settings
 from .measure import Call, Companion, Measurement, measure, one_line
-from .session import DiffaccelSession, TechniqueFailed, exclusive_device, release_memory
+from .session import DiffaccelSession, TechniqueFailed, exclusive_device, fp32_contexts, release_memory
 from .techniques import Spec
 from .units import fmt_bytes, fmt_seconds
 
@@ -97,9 +97,9 @@ class BlockMaker:
         if self.progress is not None:
             self.progress(f"confirming (block {index})")
         if reuse:  # fp32: a fresh fp32 pipeline, judged in seconds
-            fresh = self.state.source().fresh(self.state.device, "float32")
+            fresh, contexts = self.state.fresh_fp32()
             try:
-                return self._block(self._measure(fresh, self.contexts, interleave=False), fresh=True)
+                return self._block(self._measure(fresh, contexts, interleave=False), fresh=True)
             finally:
                 del fresh
                 release_memory(self.state.device)
@@ -115,11 +115,10 @@ class BlockMaker:
     # ------------------------------------------------------------------ internals
 
     def _with_defaults(self, contexts: list[Any]) -> list[Any]:
-        if self.state.device == "cuda" and not any(p.technique.name == "tf32" for p in self.spec.parts):
-            from .techniques.precision import tf32
-
-            return [lambda: tf32(False), *contexts]
-        return list(contexts)
+        """TF32 off on CUDA, as for the fp32 reference, unless the technique is TF32 itself."""
+        if any(p.technique.name == "tf32" for p in self.spec.parts):
+            return list(contexts)
+        return [*fp32_contexts(self.state.device), *contexts]
 
     def _block(self, measurement: Measurement, fresh: bool) -> Block:
         if measurement.companion_samples:
@@ -160,15 +159,10 @@ class BlockMaker:
     def _companion(self) -> Companion:
         """A fresh fp32 reference pipeline, timed in alternation with the technique."""
         from .techniques.components import parameter_bytes
-        from .techniques.precision import tf32
 
-        device = self.state.device
-        reference = self.state.source().fresh(device, "float32")
-        return Companion(
-            pipe=reference,
-            contexts=[lambda: tf32(False)] if device == "cuda" else [],
-            weights_bytes=parameter_bytes(reference) if device == "cuda" else 0,
-        )
+        reference, contexts = self.state.fresh_fp32()
+        cuda = self.state.device == "cuda"
+        return Companion(pipe=reference, contexts=contexts, weights_bytes=parameter_bytes(reference) if cuda else 0)
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -8,6 +8,7 @@ because one ruined image is a ruined result. No torch here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,9 @@ def worst(scores: list[Fidelity]) -> Fidelity:
 
 
 def broken(images: Any) -> str | None:
-    """Why these images are broken (NaN/Inf, or constant), or None when they are sound."""
+    """Why these images are broken (none, NaN/Inf, or constant), or None when they are sound."""
+    if images is None:
+        return "no image was produced"
     array = np.asarray(images, dtype=np.float64)
     if array.size == 0:
         return "no image was produced"
@@ -76,10 +79,13 @@ def ssim_image(a: Any, b: Any, full: bool = False) -> Any:
 
 
 def psnr_image(a: Any, b: Any) -> float:
-    mse = float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
-    if mse == 0.0:
-        return float("inf")
-    return float(10.0 * np.log10(1.0 / mse))
+    """PSNR of two images in [0, 1]: scikit-image's, inf when they are identical."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    with np.errstate(divide="ignore"):  # identical images: 1 / 0 is the inf PSNR means
+        return float(
+            peak_signal_noise_ratio(np.asarray(b, dtype=np.float64), np.asarray(a, dtype=np.float64), data_range=1.0)
+        )
 
 
 def compare(images: Any, reference: Any) -> Fidelity:
@@ -87,6 +93,16 @@ def compare(images: Any, reference: Any) -> Fidelity:
     scores = tuple(float(ssim_image(x, y)) for x, y in zip(a, b, strict=True))
     psnrs = [psnr_image(x, y) for x, y in zip(a, b, strict=True)]
     return Fidelity(ssim=min(scores), psnr=min(psnrs), per_image_ssim=scores)
+
+
+def over_seeds(seeded: Sequence[tuple[int, Any, Any]]) -> tuple[Fidelity | None, str | None]:
+    """(seed, images, reference images) of each seed -> the worst fidelity over them, or None and why
+    when any image is broken (one ruined image is a ruined result; the seed named when there are several)."""
+    for seed, images, _ in seeded:
+        why = broken(images)
+        if why:
+            return None, why if len(seeded) == 1 else f"seed {seed}: {why}"
+    return worst([compare(images, reference) for _, images, reference in seeded]), None
 
 
 def ssim_maps(images: Any, reference: Any) -> list[np.ndarray]:
@@ -162,7 +178,7 @@ class Regression:
         return stack + "; ".join(parts) + f" (tolerance {self.tolerance.value:.3g}: {self.tolerance.basis})"
 
 
-def common_worst(then: list[float], now: list[float]) -> tuple[float | None, float | None]:
+def common_worst(then: Sequence[float], now: Sequence[float]) -> tuple[float | None, float | None]:
     """The lowest SSIM of each over the seeds both measured (the first ``min(len)`` seeds)."""
     count = min(len(then), len(now))
     if count == 0:

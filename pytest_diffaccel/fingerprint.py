@@ -23,7 +23,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Instruction sets that select different CPU kernels in torch/oneDNN (and so other speeds and other
@@ -148,6 +148,11 @@ def _version(name: str) -> str | None:
         return None
 
 
+def installed_versions(names: Sequence[str] = ("torch", *LIBRARIES)) -> dict[str, str | None]:
+    """Each distribution's installed version, None when it is not installed."""
+    return {name: _version(name) for name in names}
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -214,8 +219,7 @@ def software() -> dict[str, Any]:
         "torch cpu capability": torch.backends.cpu.get_cpu_capability(),
         "torch threads": torch.get_num_threads(),
     }
-    for name in LIBRARIES:
-        values[name] = _version(name)
+    values.update(installed_versions(LIBRARIES))
     return values
 
 

@@ -311,128 +311,203 @@ def measure(
     if timer is None:
         timer = CudaTimer() if cuda else CpuTimer()
     say = progress or (lambda text: None)
-
-    def caller(target: Any) -> Callable[[], Any]:
-        def run() -> Any:
-            generator = torch.Generator("cpu").manual_seed(call.seed)
-            return target(**call.kwargs(), generator=generator, output_type="pt")
-
-        return run
-
-    run = caller(pipe)
-    # the same starting noise in every precision (see noise.py); entered outside the timer
-    contexts = [lambda: float32_noise(pipe), *contexts]
-    if companion is not None:
-        partner = companion.pipe
-        companion = replace(companion, contexts=[lambda: float32_noise(partner), *companion.contexts])
-
-    def timed(fn: Callable[[], Any], factories: Sequence[Callable[[], Any]] = contexts) -> tuple[float, Any]:
-        with ExitStack() as stack:
-            for factory in factories:
-                stack.enter_context(factory())
-            return timer.time(fn)
-
-    failures: list[str] = []
-    companion_samples: list[float] = []
+    calls = _Calls(pipe, call, timer, contexts, companion)
     breaks_before = graph_breaks() if compiles else 0
     with torch.inference_mode():
-        # warm-up: compiled techniques until steady
-        warm: list[float] = []
-        memory_growth: int | None = None
-        wanted = max(1, warmup)
-        while True:
-            say(("compiling" if compiles and not warm else "warming up") + f" (call {len(warm) + 1})")
-            if cuda:
-                elapsed, _ = timed(run)
-            else:  # the growth of the last warm-up call is the one reported
-                with RssSampler() as sampler:
-                    elapsed, _ = timed(run)
-                memory_growth = sampler.growth
-            warm.append(elapsed)
-            if len(warm) < wanted:
-                continue
-            if not compiles or is_steady(warm) or len(warm) >= max_warmup:
-                break
-        if companion is not None:
+        warm, memory_growth = _warm_up(
+            calls, cuda=cuda, compiles=compiles, warmup=warmup, max_warmup=max_warmup, say=say
+        )
+        if calls.companion is not None:
             say("warming up the fp32 reference")
-            timed(caller(companion.pipe), companion.contexts)
-
-        # timed rounds
+            calls.partner()
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        samples: list[float] = []
-        output: Any = None
-        started = time.perf_counter()
-        stop_reason = f"max rounds ({max_rounds})"
-        breakdowns: list[dict[str, Any]] = []
-        try:
-            with _gc_paused(), _recompile_is_error(compiles), Instrument(pipe, cuda) as instrument:
-                while len(samples) < max_rounds:
-                    say(f"rounds {len(samples) + 1}/{min_rounds}+")
-                    if companion is not None and len(samples) % 2 == 0:  # A B | B A | A B ...
-                        companion_samples.append(timed(caller(companion.pipe), companion.contexts)[0])
-                    instrument.begin()
-                    elapsed, output = timed(run)
-                    marks = instrument.end()
-                    samples.append(elapsed)
-                    if marks is not None:
-                        breakdowns.append(split(marks.seconds(), elapsed))
-                    if companion is not None and len(samples) % 2 == 0:
-                        companion_samples.append(timed(caller(companion.pipe), companion.contexts)[0])
-                    paired = companion is None or len(companion_samples) == len(samples)
-                    if len(samples) >= min_rounds and paired:
-                        watched = (
-                            samples
-                            if companion is None
-                            else [a / b for a, b in zip(samples, companion_samples, strict=True)]
-                        )
-                        if stats.precise_enough(watched, precision_target):
-                            stop_reason = f"median known to +-{precision_target:.1%}"
-                            break
-                        if time.perf_counter() - started > max_time:
-                            stop_reason = f"time budget ({max_time:g} s)"
-                            break
-                if companion is not None and len(companion_samples) < len(samples):
-                    companion_samples.append(timed(caller(companion.pipe), companion.contexts)[0])
-        except Exception as error:
-            if "recompil" not in str(error).lower():
-                raise
-            failures.append("recompiled during the timed rounds: " + one_line(error))
-            if not samples:
-                raise
-        peak: int | None
-        if cuda:
-            peak = int(torch.cuda.max_memory_allocated()) - (companion.weights_bytes if companion else 0)
-            kind = "cuda max allocated"
-        else:
-            from .techniques.components import parameter_bytes
-
-            peak = parameter_bytes(pipe) + memory_growth if memory_growth is not None else None
-            kind = "cpu params+rss"
-        syncs: float | None = None
-        if cuda and count_sync and not failures:
-            say("counting host-device syncs")
-            steps = call.steps or getattr(getattr(pipe, "scheduler", None), "num_inference_steps", None) or 1
-            with ExitStack() as stack:
-                for factory in contexts:
-                    stack.enter_context(factory())
-                syncs = count_syncs(run) / steps
-    images = to_numpy_images(output) if output is not None else None
+        budget = _Budget(min_rounds, max_rounds, max_time, precision_target)
+        rounds = _timed_rounds(calls, pipe, budget, cuda=cuda, compiles=compiles, say=say)
+        peak, kind = _peak(pipe, cuda, companion, memory_growth)
+        syncs = _syncs_per_step(calls, pipe, call, say) if cuda and count_sync and not rounds.failures else None
     return Measurement(
-        samples=samples,
+        samples=rounds.samples,
         warmup=warm,
-        images=images,
+        images=to_numpy_images(rounds.output) if rounds.output is not None else None,
         peak_memory=peak,
         memory_kind=kind,
         timer=timer.name,
-        stop_reason=stop_reason,
+        stop_reason=rounds.stop_reason,
         syncs_per_step=syncs,
-        failures=failures,
-        companion_samples=companion_samples[: len(samples)],
-        breakdown=breakdowns,
+        failures=rounds.failures,
+        companion_samples=rounds.companion_samples[: len(rounds.samples)],
+        breakdown=rounds.breakdowns,
         graph_breaks=graph_breaks() - breaks_before if compiles else None,
     )
+
+
+def _caller(target: Any, call: Call) -> Callable[[], Any]:
+    """One call of ``target`` with the call's arguments and seed."""
+    import torch
+
+    def run() -> Any:
+        generator = torch.Generator("cpu").manual_seed(call.seed)
+        return target(**call.kwargs(), generator=generator, output_type="pt")
+
+    return run
+
+
+class _Calls:
+    """The pipeline under test and its companion, timed one call at a time, each under its own call
+    contexts: the same float32 starting noise in every precision first (noise.py), all entered outside
+    the timer."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        call: Call,
+        timer: Any,
+        contexts: Sequence[Callable[[], Any]],
+        companion: Companion | None,
+    ) -> None:
+        self.timer = timer
+        self.run = _caller(pipe, call)
+        self.contexts: list[Callable[[], Any]] = [lambda: float32_noise(pipe), *contexts]
+        self.companion = companion
+        self._partner_run: Callable[[], Any] | None = None
+        if companion is not None:
+            partner = companion.pipe
+            self.companion = replace(companion, contexts=[lambda: float32_noise(partner), *companion.contexts])
+            self._partner_run = _caller(partner, call)
+
+    def pipe(self) -> tuple[float, Any]:
+        """One timed call of the pipeline under test: (seconds, output)."""
+        return self._timed(self.run, self.contexts)
+
+    def partner(self) -> float:
+        """One timed call of the companion: seconds."""
+        assert self.companion is not None and self._partner_run is not None
+        return self._timed(self._partner_run, self.companion.contexts)[0]
+
+    def _timed(self, fn: Callable[[], Any], factories: Sequence[Callable[[], Any]]) -> tuple[float, Any]:
+        with ExitStack() as stack:
+            for factory in factories:
+                stack.enter_context(factory())
+            return self.timer.time(fn)
+
+
+def _warm_up(
+    calls: _Calls, *, cuda: bool, compiles: bool, warmup: int, max_warmup: int, say: Progress
+) -> tuple[list[float], int | None]:
+    """The warm-up calls' seconds (compiled techniques until steady) and, on the CPU, the resident-set
+    growth of the last one (the one reported)."""
+    warm: list[float] = []
+    growth: int | None = None
+    wanted = max(1, warmup)
+    while True:
+        say(("compiling" if compiles and not warm else "warming up") + f" (call {len(warm) + 1})")
+        if cuda:
+            elapsed, _ = calls.pipe()
+        else:
+            with RssSampler() as sampler:
+                elapsed, _ = calls.pipe()
+            growth = sampler.growth
+        warm.append(elapsed)
+        if len(warm) >= wanted and (not compiles or is_steady(warm) or len(warm) >= max_warmup):
+            return warm, growth
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """When the timed rounds stop: at ``max_rounds``, or from ``min_rounds`` on once the median is known to
+    ``precision_target`` or ``max_time`` seconds are spent."""
+
+    min_rounds: int
+    max_rounds: int
+    max_time: float
+    precision_target: float
+
+
+@dataclass
+class _Rounds:
+    """What the timed rounds produced."""
+
+    stop_reason: str
+    samples: list[float] = field(default_factory=list)
+    companion_samples: list[float] = field(default_factory=list)
+    breakdowns: list[dict[str, Any]] = field(default_factory=list)  # per timed call: breakdown.split
+    output: Any = None  # the last timed call's
+    failures: list[str] = field(default_factory=list)
+
+
+def _timed_rounds(calls: _Calls, pipe: Any, budget: _Budget, *, cuda: bool, compiles: bool, say: Progress) -> _Rounds:
+    """Timed rounds, the companion's around them in A B B A order, until ``_stop_reason`` says stop; a
+    recompilation fails the measurement with dynamo's reason (and is raised when no round was timed)."""
+    rounds = _Rounds(stop_reason=f"max rounds ({budget.max_rounds})")
+    samples, partner = rounds.samples, rounds.companion_samples
+    interleaved = calls.companion is not None
+    started = time.perf_counter()
+    try:
+        with _gc_paused(), _recompile_is_error(compiles), Instrument(pipe, cuda) as instrument:
+            while len(samples) < budget.max_rounds:
+                say(f"rounds {len(samples) + 1}/{budget.min_rounds}+")
+                if interleaved and len(samples) % 2 == 0:  # A B | B A | A B ...
+                    partner.append(calls.partner())
+                instrument.begin()
+                elapsed, rounds.output = calls.pipe()
+                marks = instrument.end()
+                samples.append(elapsed)
+                if marks is not None:
+                    rounds.breakdowns.append(split(marks.seconds(), elapsed))
+                if interleaved and len(samples) % 2 == 0:
+                    partner.append(calls.partner())
+                reason = _stop_reason(rounds, interleaved, budget, started)
+                if reason is not None:
+                    rounds.stop_reason = reason
+                    break
+            if interleaved and len(partner) < len(samples):
+                partner.append(calls.partner())
+    except Exception as error:
+        if "recompil" not in str(error).lower():
+            raise
+        rounds.failures.append("recompiled during the timed rounds: " + one_line(error))
+        if not samples:
+            raise
+    return rounds
+
+
+def _stop_reason(rounds: _Rounds, interleaved: bool, budget: _Budget, started: float) -> str | None:
+    """Why the rounds stop after this one, or None: judged once ``min_rounds`` are timed (and paired, when
+    interleaved), the median (of the paired ratios, when interleaved) is precise or the time is spent."""
+    samples, partner = rounds.samples, rounds.companion_samples
+    if len(samples) < budget.min_rounds or (interleaved and len(partner) != len(samples)):
+        return None
+    watched = [a / b for a, b in zip(samples, partner, strict=True)] if interleaved else samples
+    if stats.precise_enough(watched, budget.precision_target):
+        return f"median known to +-{budget.precision_target:.1%}"
+    if time.perf_counter() - started > budget.max_time:
+        return f"time budget ({budget.max_time:g} s)"
+    return None
+
+
+def _peak(pipe: Any, cuda: bool, companion: Companion | None, growth: int | None) -> tuple[int | None, str]:
+    """Peak memory and its kind: CUDA's allocator peak less the companion's weights, or on the CPU the
+    pipeline's parameters plus the resident-set growth of a warm-up call."""
+    if cuda:
+        import torch
+
+        weights = companion.weights_bytes if companion else 0
+        return int(torch.cuda.max_memory_allocated()) - weights, "cuda max allocated"
+    from .techniques.components import parameter_bytes
+
+    return (parameter_bytes(pipe) + growth if growth is not None else None), "cpu params+rss"
+
+
+def _syncs_per_step(calls: _Calls, pipe: Any, call: Call, say: Progress) -> float:
+    """Host-device synchronizations per denoising step, over one untimed call under its contexts (CUDA)."""
+    say("counting host-device syncs")
+    steps = call.steps or getattr(getattr(pipe, "scheduler", None), "num_inference_steps", None) or 1
+    with ExitStack() as stack:
+        for factory in calls.contexts:
+            stack.enter_context(factory())
+        return count_syncs(calls.run) / steps
 
 
 def generate(pipe: Any, call: Call, contexts: Sequence[Callable[[], Any]] = (), seed: int | None = None) -> Any:

@@ -42,7 +42,6 @@ class Result:
     device: str = ""
     images: Any = None  # numpy NHWC, not serialized
     reference_images: Any = None
-    baseline_samples: list[float] | None = None
     relative_samples: list[float] = field(default_factory=list)  # latency over the fp32 reference's
     relative_kind: str = ""  # "paired" (interleaved) or "over the reference median"
     compare_mode: str = "absolute"
@@ -99,11 +98,6 @@ class Result:
             return False
         kept = ("broken", "fidelity", "fidelity regression", "not applied", "measurement")
         return all(g.passed for g in self.verdict.gates if g.name in kept)
-
-    def baseline_change(self) -> str:
-        if self.verdict and self.verdict.latency:
-            return self.verdict.latency.describe()
-        return self.baseline_note if self.measured else "-"
 
     def failure_message(self) -> str:
         lines = [f"diffaccel verdict for {self.technique}: {self.headline}"]
@@ -256,11 +250,12 @@ def _encode_images(images: Any) -> list[str] | None:
     import numpy as np
     from PIL import Image
 
+    from .images import to_uint8
+
     encoded = []
     for image in np.asarray(images):
-        data = (np.clip(np.nan_to_num(image, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(data).save(buffer, format="PNG")
+        Image.fromarray(to_uint8(image)).save(buffer, format="PNG")
         encoded.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
     return encoded
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
-import importlib.metadata
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,18 +26,6 @@ from .techniques import Environment, Registry, Spec
 
 if TYPE_CHECKING:
     from .store import Store
-
-VERSIONED = ("torch", "diffusers", "transformers", "accelerate", "torchao", "xformers", "scikit-image")
-
-
-def installed_versions(names: tuple[str, ...] = VERSIONED) -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 class Reference:
@@ -83,7 +70,6 @@ class DiffaccelSession:
         self._seed_images: dict[str, dict[int, Any]] = {}
         self.compile_cache = "cold"  # "warm" when torch.compile's cache held entries at the start of the run
         self.save_refused: dict[str, str] = {}  # test id -> why its run was not saved
-        self.extra_runs: list[str] = []  # --diffaccel-save-runs: one line per further run
         self.usage_errors: list[str] = []  # bad markers or specs found while collecting: exit 4 after it
         self.drills: dict[str, float] = {}  # DIFFACCEL_SLOWDOWN: technique -> extra fraction (drill.py)
         self.drilled: set[str] = set()
@@ -226,7 +212,7 @@ class DiffaccelSession:
             raise pytest.UsageError(
                 f"{node.nodeid}: @pytest.mark.diffaccel takes keyword arguments only, e.g. techniques='bf16'"
             )
-        from .config import SettingError
+        from .parsers import SettingError
 
         try:
             return self.settings.with_marker(marker.kwargs)
@@ -266,10 +252,8 @@ class DiffaccelSession:
             return cached
         from .fidelity import broken
         from .measure import one_line
-        from .techniques.precision import tf32
 
-        pipe = self.source().fresh(self.device, "float32")
-        contexts = [lambda: tf32(False)] if self.device == "cuda" else []
+        pipe, contexts = self.fresh_fp32()
         try:
             with exclusive_device(self.device):
                 measurement = measure(pipe, call, contexts=contexts, progress=progress, **self.timing(settings))
@@ -299,12 +283,7 @@ class DiffaccelSession:
         cache = self._seed_images.setdefault(call.key(), {})
         missing = [seed for seed in seeds if seed not in cache]
         if missing:
-            pipe = self.source().fresh(self.device, "float32")
-            contexts = []
-            if self.device == "cuda":
-                from .techniques.precision import tf32
-
-                contexts.append(lambda: tf32(False))
+            pipe, contexts = self.fresh_fp32()
             try:
                 for seed in missing:
                     cache[seed] = generate(pipe, call, contexts, seed=seed)
@@ -312,6 +291,10 @@ class DiffaccelSession:
                 del pipe
                 release_memory(self.device)
         return {seed: cache[seed] for seed in seeds}
+
+    def fresh_fp32(self) -> tuple[Any, list[Callable[[], Any]]]:
+        """A fresh fp32 pipeline of the session's model and the call contexts it runs under (fp32_contexts)."""
+        return self.source().fresh(self.device, "float32"), fp32_contexts(self.device)
 
     def references(self) -> list[Reference]:
         return [r for r in self._references.values() if isinstance(r, Reference)]
@@ -341,6 +324,12 @@ class DiffaccelSession:
         path = str(self.settings.floors) if self.settings.floors else None
         generic = {name: t.min_ssim for name, t in self.registry.techniques.items()}
         return {**dict(self.info.ssim_overrides), **floors.overrides(self.info.name, path, generic)}
+
+    def min_ssim(self, spec: Spec, settings: Settings) -> float:
+        """The SSIM threshold of ``spec``: --diffaccel-min-ssim (or the marker's), else its floor for this model."""
+        if settings.min_ssim is not None:
+            return float(settings.min_ssim)
+        return spec.min_ssim_for(self.ssim_overrides())
 
     def machine_spread(self, figure: str, where: dict[str, Any] | None = None) -> tuple[float | None, int]:
         """The typical run-to-run spread of ``figure`` over the tests of this machine's baseline file."""
@@ -432,6 +421,15 @@ def exclusive_device(device: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def fp32_contexts(device: str) -> list[Callable[[], Any]]:
+    """The fp32 reference's call contexts: TF32 off on CUDA (fp32 means fp32), none on the CPU."""
+    if device != "cuda":
+        return []
+    from .techniques.precision import tf32
+
+    return [lambda: tf32(False)]
 
 
 def release_memory(device: str, compiled: bool = False) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic_bytes
+from .images import to_uint8
 
 SIZE = 128
 FOLDER = "thumbnails"
@@ -32,7 +33,7 @@ def reduce(images: Any) -> Any:
 
     out = []
     for image in np.asarray(images, dtype=np.float64):
-        data = (np.clip(np.nan_to_num(image, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        data = to_uint8(image)
         height, width = data.shape[:2]
         scale = SIZE / max(height, width)
         if scale < 1.0:

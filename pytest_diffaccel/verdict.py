@@ -121,101 +121,110 @@ class Verdict:
 
 
 def decide(inputs: Inputs) -> Verdict:
-    gates: list[Gate] = []
-    notes: list[str] = []
+    """Every gate judged, in the order of the module's docstring; --diffaccel-report-only gates pass, reported."""
+    gates = [
+        *_measurement_gates(inputs),
+        _broken_gate(inputs),
+        _fidelity_gate(inputs),
+        *_regression_gates(inputs),
+        *_effect_gates(inputs),
+        _speedup_gate(inputs),
+        *_syncs_gates(inputs),
+        *_latency_gates(inputs),
+        *_figure_gates(inputs),
+        _memory_gate(inputs),
+    ]
+    reported = tuple(g.name for g in gates if not g.passed and g.name in inputs.report_only)
+    if reported:
+        gates = [
+            Gate(g.name, True, f"reported only, not gated: {g.message}") if g.name in reported else g for g in gates
+        ]
+    return Verdict(gates=tuple(gates), latency=inputs.latency, notes=_latency_notes(inputs), reported=reported)
 
-    for failure in inputs.failures:
-        gates.append(Gate("measurement", False, failure))
 
-    # 1. broken image
+def _measurement_gates(inputs: Inputs) -> list[Gate]:
+    """Each measurement failure (a recompilation during the timed rounds...) fails the test."""
+    return [Gate("measurement", False, failure) for failure in inputs.failures]
+
+
+def _broken_gate(inputs: Inputs) -> Gate:
+    """1. broken image: NaN/Inf or constant."""
     if inputs.broken:
-        gates.append(Gate("broken", False, f"broken image: {inputs.broken}"))
-    else:
-        gates.append(Gate("broken", True, "images are finite and not constant"))
+        return Gate("broken", False, f"broken image: {inputs.broken}")
+    return Gate("broken", True, "images are finite and not constant")
 
-    # 2. fidelity
+
+def _fidelity_gate(inputs: Inputs) -> Gate:
+    """2. fidelity: SSIM vs the fp32 reference against the threshold."""
     if inputs.broken or inputs.ssim is None:
-        gates.append(Gate("fidelity", True, "not judged: no sound image", judged=False))
-    else:
-        psnr = "inf" if inputs.psnr is None or inputs.psnr == float("inf") else f"{inputs.psnr:.1f} dB"
-        if inputs.ssim < inputs.min_ssim:
-            gates.append(
-                Gate(
-                    "fidelity",
-                    False,
-                    f"SSIM {inputs.ssim:.4f} vs the fp32 reference is below the threshold {inputs.min_ssim:.4f} "
-                    f"(PSNR {psnr})",
-                )
-            )
-        else:
-            gates.append(Gate("fidelity", True, f"SSIM {inputs.ssim:.4f} >= {inputs.min_ssim:.4f} (PSNR {psnr})"))
+        return Gate("fidelity", True, "not judged: no sound image", judged=False)
+    psnr = "inf" if inputs.psnr is None or inputs.psnr == float("inf") else f"{inputs.psnr:.1f} dB"
+    if inputs.ssim < inputs.min_ssim:
+        return Gate(
+            "fidelity",
+            False,
+            f"SSIM {inputs.ssim:.4f} vs the fp32 reference is below the threshold {inputs.min_ssim:.4f} (PSNR {psnr})",
+        )
+    return Gate("fidelity", True, f"SSIM {inputs.ssim:.4f} >= {inputs.min_ssim:.4f} (PSNR {psnr})")
 
-    # 2b. fidelity vs the technique's own baseline: what it did before, not only a constant
-    if inputs.regression is not None:
-        moved = inputs.regression.failed
-        if moved and "fidelity" in inputs.accept:
-            gates.append(Gate("fidelity regression", True, ACCEPTED + inputs.regression.describe()))
-        else:
-            gates.append(Gate("fidelity regression", not moved, inputs.regression.describe()))
 
-    # 2c. the technique took effect (each part's effect check)
+def _regression_gates(inputs: Inputs) -> list[Gate]:
+    """2b. fidelity vs the technique's own baseline: what it did before, not only a constant."""
+    if inputs.regression is None:
+        return []
+    moved = inputs.regression.failed
+    if moved and "fidelity" in inputs.accept:
+        return [Gate("fidelity regression", True, ACCEPTED + inputs.regression.describe())]
+    return [Gate("fidelity regression", not moved, inputs.regression.describe())]
+
+
+def _effect_gates(inputs: Inputs) -> list[Gate]:
+    """2c. the technique took effect (each part's effect check)."""
     absent = [(part, line) for part, applied, _, line in inputs.effects if not applied]
     checked = [(part, line) for part, applied, was_checked, line in inputs.effects if applied and was_checked]
     if absent:
-        gates.append(Gate("not applied", False, "; ".join(f"{part}: {line}" for part, line in absent)))
-    elif checked:
-        gates.append(Gate("not applied", True, "; ".join(f"{part}: {line}" for part, line in checked)))
-    elif inputs.effects:
-        gates.append(Gate("not applied", True, "effect not checked", judged=False))
+        return [Gate("not applied", False, "; ".join(f"{part}: {line}" for part, line in absent))]
+    if checked:
+        return [Gate("not applied", True, "; ".join(f"{part}: {line}" for part, line in checked))]
+    if inputs.effects:
+        return [Gate("not applied", True, "effect not checked", judged=False)]
+    return []
 
-    # 3. speed-up vs the reference of this run
+
+def _speedup_gate(inputs: Inputs) -> Gate:
+    """3. speed-up vs the reference of this run, when min_speedup is set."""
     if inputs.min_speedup is None or inputs.speedup is None:
-        gates.append(Gate("speed-up", True, "no min_speedup set", judged=False))
-    elif inputs.speedup < inputs.min_speedup:
-        gates.append(
-            Gate(
-                "speed-up",
-                False,
-                f"{inputs.speedup:.2f}x vs the fp32 reference of this run is below "
-                f"min_speedup {inputs.min_speedup:.2f}x",
-            )
+        return Gate("speed-up", True, "no min_speedup set", judged=False)
+    if inputs.speedup < inputs.min_speedup:
+        return Gate(
+            "speed-up",
+            False,
+            f"{inputs.speedup:.2f}x vs the fp32 reference of this run is below min_speedup {inputs.min_speedup:.2f}x",
         )
-    else:
-        gates.append(Gate("speed-up", True, f"{inputs.speedup:.2f}x >= {inputs.min_speedup:.2f}x"))
+    return Gate("speed-up", True, f"{inputs.speedup:.2f}x >= {inputs.min_speedup:.2f}x")
 
-    # 3b. host-device syncs per denoising step (CUDA), when a ceiling is set
-    if inputs.max_syncs is not None and inputs.syncs_per_step is not None:
-        if inputs.syncs_per_step > inputs.max_syncs:
-            gates.append(
-                Gate(
-                    "syncs",
-                    False,
-                    f"{inputs.syncs_per_step:.1f} host-device synchronizations per denoising step, above max_syncs "
-                    f"{inputs.max_syncs:g} (keep scheduler sigmas on the CPU; avoid .item() in the loop)",
-                )
+
+def _syncs_gates(inputs: Inputs) -> list[Gate]:
+    """3b. host-device syncs per denoising step (CUDA), when a ceiling is set."""
+    if inputs.max_syncs is None or inputs.syncs_per_step is None:
+        return []
+    if inputs.syncs_per_step > inputs.max_syncs:
+        return [
+            Gate(
+                "syncs",
+                False,
+                f"{inputs.syncs_per_step:.1f} host-device synchronizations per denoising step, above max_syncs "
+                f"{inputs.max_syncs:g} (keep scheduler sigmas on the CPU; avoid .item() in the loop)",
             )
-        else:
-            gates.append(Gate("syncs", True, f"{inputs.syncs_per_step:.1f} syncs per step <= {inputs.max_syncs:g}"))
+        ]
+    return [Gate("syncs", True, f"{inputs.syncs_per_step:.1f} syncs per step <= {inputs.max_syncs:g}")]
 
-    # 4. latency vs the run history
+
+def _latency_gates(inputs: Inputs) -> list[Gate]:
+    """4. latency vs the run history; without one, strict mode's baseline gate."""
     latency = inputs.latency
-    if latency is not None:
-        what = "relative to the fp32 reference, " if inputs.compare_mode == "relative" else ""
-        stack = f"after {', '.join(inputs.stack_changes)}: " if inputs.stack_changes else ""
-        text = f"{stack}{what}{latency.describe()}: {latency.reason}; {latency.spread.describe()}"
-        if latency.regression:
-            gates.append(Gate("latency", False, text + (f"; {inputs.breakdown_note}" if inputs.breakdown_note else "")))
-        elif latency.undecided and inputs.require_baseline:
-            gates.append(Gate("latency", False, f"{text} (--diffaccel-require-baseline fails what it can't tell)"))
-        else:
-            gates.append(Gate("latency", True, text))
-        if latency.blind:
-            notes.append(
-                f"latency gate nearly blind: {latency.spread.describe()}; it can only fail a slowdown beyond "
-                f"{latency.detectable:.2f}x (record more runs with --diffaccel-save, or a quieter machine)"
-            )
-    else:
-        gates.append(Gate("latency", True, inputs.baseline_note, judged=False))
+    if latency is None:
+        gates = [Gate("latency", True, inputs.baseline_note, judged=False)]
         if inputs.require_baseline and inputs.baseline_note.startswith("no baseline"):
             gates.append(
                 Gate(
@@ -225,29 +234,45 @@ def decide(inputs: Inputs) -> Verdict:
                     f"`{inputs.record_command}`",
                 )
             )
+        return gates
+    what = "relative to the fp32 reference, " if inputs.compare_mode == "relative" else ""
+    stack = f"after {', '.join(inputs.stack_changes)}: " if inputs.stack_changes else ""
+    text = f"{stack}{what}{latency.describe()}: {latency.reason}; {latency.spread.describe()}"
+    if latency.regression:
+        return [Gate("latency", False, text + (f"; {inputs.breakdown_note}" if inputs.breakdown_note else ""))]
+    if latency.undecided and inputs.require_baseline:
+        return [Gate("latency", False, f"{text} (--diffaccel-require-baseline fails what it can't tell)")]
+    return [Gate("latency", True, text)]
 
-    # 5. compile time and cold start vs their history
-    for name, judgement in inputs.figures:
-        text = f"{judgement.describe()}: {judgement.reason}; {judgement.spread.describe()}"
-        gates.append(Gate(name, not judgement.regression, text))
 
-    # 6. memory vs baseline
-    if inputs.peak_memory is not None and inputs.baseline_peak_memory:
-        limit = inputs.baseline_peak_memory * (1.0 + inputs.max_memory_increase) + inputs.memory_slack
-        change = inputs.peak_memory / inputs.baseline_peak_memory - 1.0
-        text = (
-            f"peak {fmt_bytes(inputs.peak_memory)} vs baseline {fmt_bytes(inputs.baseline_peak_memory)} ({change:+.1%})"
+def _latency_notes(inputs: Inputs) -> tuple[str, ...]:
+    """A latency gate too blind to catch max-slowdown says so, and what would cure it."""
+    latency = inputs.latency
+    if latency is None or not latency.blind:
+        return ()
+    return (
+        f"latency gate nearly blind: {latency.spread.describe()}; it can only fail a slowdown beyond "
+        f"{latency.detectable:.2f}x (record more runs with --diffaccel-save, or a quieter machine)",
+    )
+
+
+def _figure_gates(inputs: Inputs) -> list[Gate]:
+    """5. compile time and cold start vs their history."""
+    return [
+        Gate(
+            name, not judgement.regression, f"{judgement.describe()}: {judgement.reason}; {judgement.spread.describe()}"
         )
-        if inputs.peak_memory > limit:
-            gates.append(Gate("memory", False, f"{text}: beyond the tolerance {inputs.max_memory_increase:.0%}"))
-        else:
-            gates.append(Gate("memory", True, text))
-    else:
-        gates.append(Gate("memory", True, "no baseline peak", judged=False))
+        for name, judgement in inputs.figures
+    ]
 
-    reported = tuple(g.name for g in gates if not g.passed and g.name in inputs.report_only)
-    if reported:
-        gates = [
-            Gate(g.name, True, f"reported only, not gated: {g.message}") if g.name in reported else g for g in gates
-        ]
-    return Verdict(gates=tuple(gates), latency=latency, notes=tuple(notes), reported=reported)
+
+def _memory_gate(inputs: Inputs) -> Gate:
+    """6. peak memory vs the baseline's, beyond max_memory_increase plus the slack."""
+    if inputs.peak_memory is None or not inputs.baseline_peak_memory:
+        return Gate("memory", True, "no baseline peak", judged=False)
+    limit = inputs.baseline_peak_memory * (1.0 + inputs.max_memory_increase) + inputs.memory_slack
+    change = inputs.peak_memory / inputs.baseline_peak_memory - 1.0
+    text = f"peak {fmt_bytes(inputs.peak_memory)} vs baseline {fmt_bytes(inputs.baseline_peak_memory)} ({change:+.1%})"
+    if inputs.peak_memory > limit:
+        return Gate("memory", False, f"{text}: beyond the tolerance {inputs.max_memory_increase:.0%}")
+    return Gate("memory", True, text)

@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import stats
 from ..baselines import cpu_model
+from ..images import to_uint8
 from ..units import fmt_bytes, fmt_seconds, fmt_speedup
 from . import table
 
@@ -27,13 +28,9 @@ THUMB = 192  # px: images are upscaled (nearest) to at least this for tiny prese
 
 def _png(array: Any) -> str:
     """HxWx3 float in [0, 1] (or HxW uint8 RGB) -> PNG data URI."""
-    import numpy as np
     from PIL import Image
 
-    data = np.asarray(array)
-    if data.dtype != np.uint8:
-        data = (np.clip(np.nan_to_num(data, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    image = Image.fromarray(data)
+    image = Image.fromarray(to_uint8(array))
     if max(image.size) < THUMB:
         factor = -(-THUMB // max(image.size))
         image = image.resize((image.size[0] * factor, image.size[1] * factor), Image.NEAREST)

@@ -27,87 +27,105 @@ def _clean(value: Any) -> Any:
 
 
 def benchmark_entry(result: Any, state: Any) -> dict[str, Any]:
-    from pytest_benchmark.stats import Stats
-
-    stats = Stats()
-    for sample in result.samples:
-        stats.update(sample)
-    stats_dict = stats.as_dict()
-    stats_dict["iterations"] = 1  # one pipeline call per round
-    stats_dict["data"] = list(result.samples)
+    """One result as a ``benchmarks[]`` entry of pytest-benchmark's format, our fields in ``extra_info``."""
     test_id = result.test_id
-    name = test_id.split("::")[-1]
-    latency = result.verdict.latency if result.verdict else None
-    settings = state.settings
     return {
         "group": "diffaccel",
-        "name": name,
+        "name": test_id.split("::")[-1],
         "fullname": test_id,
         "params": {"diffaccel_technique": result.technique},
         "param": result.technique,
-        "extra_info": {
-            "technique": result.technique,
-            "model": result.model,
-            "random_weights": result.random_weights,
-            "device": result.device,
-            "ssim": result.ssim,
-            "psnr": result.psnr,
-            "min_ssim": result.min_ssim,
-            "speedup": result.speedup,
-            "reference_median": result.reference_median,
-            "peak_memory": result.peak_memory,
-            "memory_kind": result.memory_kind,
-            "syncs_per_step": result.syncs_per_step,
-            "compile_seconds": result.compile_seconds,
-            "cold_start_seconds": result.cold_start_seconds,
-            "load_seconds": result.load_seconds,
-            "apply_seconds": result.apply_seconds,
-            "compile_cache": result.compile_cache,
-            "blocks": list(result.blocks),
-            "effect": result.effect_line,
-            "effects": list(result.effects),
-            "wall_seconds": result.wall_seconds,
-            "warmup": list(result.warmup),
-            "stop_reason": result.stop_reason,
-            "breakdown": result.breakdown,
-            "graph_breaks": result.graph_breaks,
-            "relative_samples": list(result.relative_samples),
-            "relative_kind": result.relative_kind,
-            "compare_mode": result.compare_mode,
-            "baseline": {
-                "note": result.baseline_note,
-                "judged_on": result.figure,
-                "ratio": latency.ratio if latency else None,
-                "ci95": [latency.low, latency.high] if latency else None,
-                "p_value": latency.p_value if latency else None,
-                "blocks": list(latency.blocks) if latency else None,
-                "history_runs": latency.history_runs if latency else 0,
-                "history": list(result.history),
-                "series": list(result.series),
-                "spread": latency.spread.as_dict() if latency else None,
-                "detectable": latency.detectable if latency else None,
-                "reason": latency.reason if latency else None,
-                "undecided": latency.undecided if latency else False,
-                "deciding_runs": latency.deciding_runs if latency else None,
-                "stack_changes": list(result.stack_changes),
-            },
-            "verdict": result.headline,
-            "gates": [
-                {"gate": g.name, "passed": g.passed, "judged": g.judged, "message": g.message}
-                for g in (result.verdict.gates if result.verdict else ())
-            ],
-            "notes": list(result.notes),
-            "call": result.call,
-        },
-        "options": {
-            "disable_gc": True,
-            "timer": result.timer,
-            "min_rounds": settings.rounds,
-            "max_time": settings.max_time,
-            "min_time": 0,
-            "warmup": len(result.warmup),
-        },
-        "stats": stats_dict,
+        "extra_info": _extra_info(result),
+        "options": _options(result, state.settings),
+        "stats": _stats(result.samples),
+    }
+
+
+def _stats(samples: list[float]) -> dict[str, Any]:
+    """pytest-benchmark's own statistics of the timed samples, one pipeline call per round."""
+    from pytest_benchmark.stats import Stats
+
+    stats = Stats()
+    for sample in samples:
+        stats.update(sample)
+    stats_dict = stats.as_dict()
+    stats_dict["iterations"] = 1
+    stats_dict["data"] = list(samples)
+    return stats_dict
+
+
+def _options(result: Any, settings: Any) -> dict[str, Any]:
+    return {
+        "disable_gc": True,
+        "timer": result.timer,
+        "min_rounds": settings.rounds,
+        "max_time": settings.max_time,
+        "min_time": 0,
+        "warmup": len(result.warmup),
+    }
+
+
+def _extra_info(result: Any) -> dict[str, Any]:
+    """Our fields: technique, fidelity, speed-up, memory, the run's figures, the baseline comparison, verdict."""
+    return {
+        "technique": result.technique,
+        "model": result.model,
+        "random_weights": result.random_weights,
+        "device": result.device,
+        "ssim": result.ssim,
+        "psnr": result.psnr,
+        "min_ssim": result.min_ssim,
+        "speedup": result.speedup,
+        "reference_median": result.reference_median,
+        "peak_memory": result.peak_memory,
+        "memory_kind": result.memory_kind,
+        "syncs_per_step": result.syncs_per_step,
+        "compile_seconds": result.compile_seconds,
+        "cold_start_seconds": result.cold_start_seconds,
+        "load_seconds": result.load_seconds,
+        "apply_seconds": result.apply_seconds,
+        "compile_cache": result.compile_cache,
+        "blocks": list(result.blocks),
+        "effect": result.effect_line,
+        "effects": list(result.effects),
+        "wall_seconds": result.wall_seconds,
+        "warmup": list(result.warmup),
+        "stop_reason": result.stop_reason,
+        "breakdown": result.breakdown,
+        "graph_breaks": result.graph_breaks,
+        "relative_samples": list(result.relative_samples),
+        "relative_kind": result.relative_kind,
+        "compare_mode": result.compare_mode,
+        "baseline": _baseline(result),
+        "verdict": result.headline,
+        "gates": [
+            {"gate": g.name, "passed": g.passed, "judged": g.judged, "message": g.message}
+            for g in (result.verdict.gates if result.verdict else ())
+        ],
+        "notes": list(result.notes),
+        "call": result.call,
+    }
+
+
+def _baseline(result: Any) -> dict[str, Any]:
+    """The comparison with the test's history: the latency judgement (None when there was none), the history."""
+    latency = result.verdict.latency if result.verdict else None
+    return {
+        "note": result.baseline_note,
+        "judged_on": result.figure,
+        "ratio": latency.ratio if latency else None,
+        "ci95": [latency.low, latency.high] if latency else None,
+        "p_value": latency.p_value if latency else None,
+        "blocks": list(latency.blocks) if latency else None,
+        "history_runs": latency.history_runs if latency else 0,
+        "history": list(result.history),
+        "series": list(result.series),
+        "spread": latency.spread.as_dict() if latency else None,
+        "detectable": latency.detectable if latency else None,
+        "reason": latency.reason if latency else None,
+        "undecided": latency.undecided if latency else False,
+        "deciding_runs": latency.deciding_runs if latency else None,
+        "stack_changes": list(result.stack_changes),
     }
 
 

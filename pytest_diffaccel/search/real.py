@@ -93,7 +93,7 @@ class RealMeasure:
             paired=bool(m.companion_samples),
             ratios=list(block.ratios),
             ssim=ssim,
-            min_ssim=self._min_ssim(spec),
+            min_ssim=self.state.min_ssim(spec, self.settings),
             peak_memory=m.peak_memory,
             gates=gates,
             wall_seconds=time.perf_counter() - started,
@@ -108,15 +108,13 @@ class RealMeasure:
 
         seeded = [(self.call.seed, images, reference)]
         extra = [s for s in seeds if s != self.call.seed]
-        if extra and images is not None and not fidelity.broken(images):
+        if extra and not fidelity.broken(images):
             references = self.state.reference_images(self.call, extra)
             seeded += [(s, generate(pipe, self.call, contexts, seed=s), references[s]) for s in extra]
-        for seed, candidate, _ in seeded:
-            why = fidelity.broken(candidate) if candidate is not None else "no image was produced"
-            if why:
-                return None, [Gate("broken", False, f"seed {seed}: {why}")]
-        worst = fidelity.worst([fidelity.compare(c, r) for _, c, r in seeded])
-        threshold = self._min_ssim(spec)
+        worst, why = fidelity.over_seeds(seeded)
+        if worst is None:
+            return None, [Gate("broken", False, str(why))]
+        threshold = self.state.min_ssim(spec, self.settings)
         shown = f"SSIM {worst.ssim:.4f} vs fp32 over {len(seeded)} seed(s)"
         return worst.ssim, [
             Gate("broken", True, "images are finite and not constant"),
@@ -126,11 +124,6 @@ class RealMeasure:
                 f"{shown} {'>=' if worst.ssim >= threshold else '<'} {threshold:.4f}",
             ),
         ]
-
-    def _min_ssim(self, spec: Spec) -> float:
-        if self.settings.min_ssim is not None:
-            return float(self.settings.min_ssim)
-        return spec.min_ssim_for(self.state.ssim_overrides())
 
     def _effect(self, spec: Spec, pipe: Any, applied: Any, contexts: list[Any]) -> Gate:
         if self.effect is None:
