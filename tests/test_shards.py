@@ -62,6 +62,31 @@ def test_two_shards_save_into_one_store_and_merge_into_one_report(pytester, unti
     assert "2 shards merged" in page and page.count("<tr>") == 4 and "speed-up vs fp32 of every technique" in page
 
 
+
+def test_the_merged_page_draws_each_judged_history_as_a_single_runs_report_does(tmp_path):
+    from pytest_diffaccel.report import merged, series
+
+    series_runs = [{"value": 1.0, "level": 0, "recorded": f"2026-11-0{i}T10:00:00"} for i in range(1, 4)]
+    baseline = {"judged_on": "ratio", "ratio": 1.31, "reason": "beyond max-slowdown 10% and significant",
+                "max_slowdown": 0.10, "regression": True, "undecided": False, "series": series_runs,
+                "history_runs": 3, "detectable": 1.12, "blocks": [1.31, 1.30], "note": "baseline"}  # fmt: skip
+    extra = {"technique": "bf16", "verdict": "FAIL latency", "baseline": baseline, "relative_samples": [1.3, 1.32],
+             "blocks": [{"ratio": 1.31}, {"ratio": 1.30}], "shard": "shard-2",
+             "gates": [{"gate": "latency", "passed": False, "judged": True, "message": "1.31x slower"}]}  # fmt: skip
+    bench = {"fullname": "t::bf16", "name": "bf16", "stats": {"median": 0.2, "data": [0.2]}, "extra_info": extra}
+    unjudged = {**bench, "fullname": "t::fp16", "extra_info": {**extra, "technique": "fp16", "baseline": {}}}
+    run = merged.merged_run({"benchmarks": [bench, unjudged], "diffaccel": {"shards": []}})
+    view = run.results[0].chart
+    assert view is not None and run.results[1].chart is None
+    # the same view a single run's report builds: the failed blocks beyond the band, the ratio beside them
+    assert [p.failed for p in view.points if p.now] == [True, True] and view.annotation == "1.31x slower"
+    assert view == series.series_points(series_runs, figure="ratio", title="bf16", blocks=[1.31, 1.30],
+                                        rounds=[1.3, 1.32], max_slowdown=0.10, failed=True,
+                                        annotation="1.31x slower")  # fmt: skip
+    page = merged.render_html(run)
+    assert page.count('alt="history of bf16"') == 1 and 'alt="history of fp16"' not in page
+
+
 def test_a_failed_shard_fails_the_merge(tmp_path):
     from pytest_diffaccel.merge import main
 

@@ -123,6 +123,8 @@ def _baseline(result: Any) -> dict[str, Any]:
         "spread": latency.spread.as_dict() if latency else None,
         "detectable": latency.detectable if latency else None,
         "reason": latency.reason if latency else None,
+        "max_slowdown": latency.max_slowdown if latency else None,
+        "regression": latency.regression if latency else False,
         "undecided": latency.undecided if latency else False,
         "deciding_runs": latency.deciding_runs if latency else None,
         "stack_changes": list(result.stack_changes),

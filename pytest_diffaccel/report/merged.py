@@ -62,6 +62,7 @@ class ShardResult:
     baseline_note: str = ""
     reason: str = ""
     verdict: ShardVerdict | None = None
+    chart: Any = None  # the history chart's data (report/series.SeriesView), when the shard judged one
 
     @property
     def measured(self) -> bool:
@@ -106,6 +107,35 @@ def result_of(bench: Mapping[str, Any], shard: str) -> ShardResult:
         effect_line=str(extra.get("effect") or ""),
         baseline_note=str(baseline.get("note") or ""),
         verdict=verdict,
+        chart=_chart(baseline, extra, bench.get("stats") or {}),
+    )
+
+
+def _chart(baseline: Mapping[str, Any], extra: Mapping[str, Any], stats: Mapping[str, Any]) -> Any:
+    """The history chart a single run's HTML report draws for this test, from what its JSON entry holds."""
+    series = baseline.get("series")
+    if not series or baseline.get("max_slowdown") is None:
+        return None
+    from .series import annotation_of, series_points
+
+    figure = str(baseline.get("judged_on") or "ratio")
+    ratio = figure == "ratio"
+    rounds = list(extra.get("relative_samples") or []) if ratio else list(stats.get("data") or [])
+    blocks = [b.get("ratio" if ratio else "median") for b in extra.get("blocks") or []]
+    annotation = None
+    if baseline.get("ratio") is not None:
+        annotation = annotation_of(
+            str(baseline.get("reason") or ""), float(baseline["ratio"]), bool(baseline.get("undecided"))
+        )
+    return series_points(
+        series,
+        figure=figure,
+        title=str(extra.get("technique", "")),
+        blocks=[float(b) for b in blocks if isinstance(b, (int, float)) and b > 0],
+        rounds=[float(r) for r in rounds],
+        max_slowdown=float(baseline["max_slowdown"]),
+        failed=bool(baseline.get("regression")),
+        annotation=annotation,
     )
 
 
@@ -226,6 +256,8 @@ Environments: {{ environments|join(", ") or "-" }}. {{ settings }}</p>
 {% endfor %}<td class="small">{{ r.shard }}</td></tr>
 {% endfor %}</table>
 {% if chart %}<h2>Speed-up vs fp32</h2><img alt="speed-up vs fp32 of every technique" src="{{ chart }}">{% endif %}
+{% if histories %}<h2>Histories</h2>{% for r, uri, text in histories %}<figure><img alt="history of {{ r.technique }}"
+ src="{{ uri }}"><figcaption class="small">{{ r.shard }}: {{ text }}</figcaption></figure>{% endfor %}{% endif %}
 {% if failed %}<h2>Failures</h2><ul>{% for r in failed %}<li class="fail">{{ r.technique }}:
 {% if r.verdict and r.verdict.failures %}{{ r.verdict.failures[0].name }}: {{ r.verdict.failures[0].message }}
 {% else %}{{ r.reason }}{% endif %}</li>{% endfor %}</ul>{% endif %}
@@ -236,10 +268,12 @@ Environments: {{ environments|join(", ") or "-" }}. {{ settings }}</p>
 
 
 def render_html(run: MergedRun) -> str:
-    """One self-contained page: the merged table, the speed-up chart, what failed and was skipped."""
+    """One self-contained page: the merged table, the speed-up chart, each judged test's history chart (as a
+    single run's report draws it), what failed and was skipped."""
     import jinja2
 
     from .html import _speedup_chart
+    from .series import caption, chart_uri
 
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return environment.from_string(PAGE).render(
@@ -251,6 +285,7 @@ def render_html(run: MergedRun) -> str:
         rows=[(r, table.row(r)) for r in run.results],
         status=lambda r: "skip" if r.outcome == "skipped" else "fail" if r.failed else "pass",
         chart=_speedup_chart(run.results),
+        histories=[(r, chart_uri(r.chart), caption(r.chart)) for r in run.results if r.chart is not None],
         failed=[r for r in run.results if r.failed],
         skipped=[r for r in run.results if r.outcome == "skipped"],
     )

@@ -221,12 +221,7 @@ def view_of_result(result: Any) -> SeriesView | None:
     )
     latency = result.verdict.latency if result.verdict is not None else None
     failed = bool(latency is not None and latency.regression)
-    annotation = None
-    if latency is not None:
-        crept = latency.reason.startswith("crept")
-        annotation = latency.reason.split(" (")[0] if crept else fmt_ratio(latency.ratio)
-        if latency.undecided:
-            annotation += ", undecided"
+    annotation = None if latency is None else annotation_of(latency.reason, latency.ratio, latency.undecided)
     return series_points(
         result.series,
         figure=result.figure,
@@ -237,6 +232,12 @@ def view_of_result(result: Any) -> SeriesView | None:
         failed=failed,
         annotation=annotation,
     )
+
+
+def annotation_of(reason: str, ratio: float, undecided: bool) -> str:
+    """What is written beside this run's points: the creep's words, or the ratio; undecided said so."""
+    text = reason.split(" (")[0] if reason.startswith("crept") else fmt_ratio(ratio)
+    return text + (", undecided" if undecided else "")
 
 
 def caption(view: SeriesView) -> str:
