@@ -4,6 +4,7 @@
     python benchmarks/fidelity_floors.py            # the bundled presets; writes pytest_diffaccel/floors.json
                                                     # and docs/fidelity-floors.md (about 10 minutes on 2 cores)
     python benchmarks/fidelity_floors.py --model PATH_OR_ID --out my-floors.json   # your own model
+    python benchmarks/fidelity_floors.py --techniques quanto-int8,dbcache   # measure these, merge them into --out
 
 For every built-in technique the machine can run on a model, and for ``--seeds`` seeds x the
 model's caption set, the technique's images are compared with the fp32 reference's (SSIM, the
@@ -16,9 +17,17 @@ as the plain fp32 run is), and never less than ``ALLOWANCE``:
 
 Beside it, the plain fp32 run's own error against float64 (how far fp32 arithmetic alone moves
 this model's picture) is reported for scale. The classes: exact in fp32 (attention backends,
-fused QKV, channels-last, compile, slicing, offloading), reduced precision, quantized, fp8 storage
-(layerwise casting: weights kept in float8, far coarser than int8 on a tiny model), caches, the tiny
-VAE, VAE tiling, a distilled denoiser. floors.json keeps each technique's worst error too.
+fused QKV, channels-last, compile, slicing, offloading), reduced precision, quantized (torchao), weights
+in 8, 4 and 2 bits (quantized at load: optimum-quanto, GGUF, bitsandbytes), fp8 storage (layerwise
+casting: weights kept in float8, far coarser than int8 on a tiny model), caches (diffusers' and
+cache-dit's), the tiny VAE, VAE tiling, a distilled denoiser. floors.json keeps each technique's worst
+error too. A technique whose backend is not installed is skipped, with the reason, like one that needs CUDA.
+
+``--techniques`` measures only the techniques named and merges them into the existing ``--out``: every
+other technique's error stays as recorded, a class's worst error becomes the larger of the recorded one
+and the new ones (a partial run never tightens a floor), and the file lists the update beside the run
+that recorded the rest. New techniques get their floors without re-measuring the old ones on another
+machine, whose kernels would move them (bf16's error on tiny-sd is hardware's as much as the model's).
 """
 
 from __future__ import annotations
@@ -39,9 +48,11 @@ from pytest_diffaccel import floors  # noqa: E402
 K = 2.0
 ALLOWANCE = 0.002
 PRESETS = ("tiny-sd", "tiny-sdxl", "tiny-flux")
+# optional backends: the versions the floors were measured with
+BACKENDS = ("optimum-quanto", "gguf", "bitsandbytes", "cache-dit")
 
 
-def measure_model(model: str, seeds: int, prompts: int) -> dict[str, Any]:
+def measure_model(model: str, seeds: int, prompts: int, only: set[str] | None = None) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -66,7 +77,7 @@ def measure_model(model: str, seeds: int, prompts: int) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     for name, technique in sorted(state.registry.techniques.items()):
         klass = floors.CLASS_OF.get(name)
-        if klass is None or technique.argument == "required":
+        if klass is None or technique.argument == "required" or (only is not None and name not in only):
             continue
         spec = state.registry.parse(name)
         reasons = unmet(spec.requirements, env)
@@ -87,6 +98,8 @@ def measure_model(model: str, seeds: int, prompts: int) -> dict[str, Any]:
             pipe = None
         errors[name] = values
         print(f"  {model} {name}: worst error {max(values):.5f} ({time.perf_counter() - started:.0f} s)", flush=True)
+    if only is not None:  # a partial run keeps the recorded fp32-vs-float64 scale
+        return {"errors": errors, "skipped": skipped, "fp32_vs_fp64": None, "images": len(captions) * seeds}
     fp64 = None
     try:
         pipe64 = state.source().fresh("cpu", "float64")
@@ -116,6 +129,31 @@ def derive(measured: dict[str, Any]) -> dict[str, Any]:
     return classes
 
 
+def merge(recorded: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
+    """A model's recorded entry with the techniques ``measured`` now: their errors replace or join the
+    recorded ones; a class's worst error is the larger of its recorded one and theirs."""
+    entry = json.loads(json.dumps(recorded))  # a copy
+    classes = entry.setdefault("classes", {})
+    for name, values in sorted(measured["errors"].items()):
+        worst = max(values)
+        entry.setdefault("techniques", {})[name] = round(worst, 6)
+        entry.get("skipped", {}).pop(name, None)
+        klass = floors.CLASS_OF[name]
+        row = classes.get(klass)
+        if row is None or worst > row["worst_error"]:
+            classes[klass] = {
+                "worst_error": round(worst, 6),
+                "by": name,
+                "floor": floors.floor_from(worst, K, ALLOWANCE),
+            }
+    for name, reason in measured["skipped"].items():
+        if name not in entry.get("techniques", {}):
+            entry.setdefault("skipped", {})[name] = reason
+    entry["techniques"] = dict(sorted(entry.get("techniques", {}).items()))
+    entry["skipped"] = dict(sorted(entry.get("skipped", {}).items()))
+    return entry
+
+
 def render(data: dict[str, Any], command: str) -> str:
     return "# Fidelity floors from measured drift\n\n" + render_tables(data)
 
@@ -125,6 +163,13 @@ def render_tables(data: dict[str, Any]) -> str:
         f"Command: `{data['command']}` ({data['minutes']:.0f} minutes; {data['versions']}). Each class's floor is "
         f"1 - max({data['k']:g} x the worst 1 - SSIM a clean technique of the class showed, {data['allowance']:g}), "
         f"over {data['seeds']} seeds x the captions of each model.",
+    ]
+    for update in data.get("updates", []):
+        lines.append(
+            f"Updated by `{update['command']}` ({update['minutes']:.0f} minutes, {update['date']}; "
+            f"{update['versions']}): {', '.join(update['techniques'])} measured and merged, the others as recorded."
+        )
+    lines += [
         "",
         "| model | class | floor | worst error (1 - SSIM) | shown by | images per technique | fp32 vs float64 |",
         "|---|---|---:|---:|---|---:|---:|",
@@ -164,16 +209,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=8, help="captions per call (presets: from the training set)")
     parser.add_argument("--out", type=Path, default=floors.FLOORS_FILE)
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "fidelity-floors.md")
+    parser.add_argument("--techniques", help="measure only these (comma-separated) and merge them into --out")
     args = parser.parse_args(argv)
-    command = "python benchmarks/fidelity_floors.py" + ("" if not argv else " " + " ".join(argv))
+    only = {t.strip() for t in args.techniques.split(",") if t.strip()} if args.techniques else None
+    unknown = sorted((only or set()) - set(floors.CLASS_OF))
+    if unknown:
+        parser.error(f"--techniques: no floor class for {', '.join(unknown)}")
+    recorded = json.loads(args.out.read_text()) if only is not None else None
+    if recorded is not None and recorded.get("seeds") != args.seeds:
+        parser.error(f"--techniques: {args.out} was measured over {recorded.get('seeds')} seeds; pass --seeds to match")
+    given = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/fidelity_floors.py" + ("" if not given else " " + " ".join(given))
     started = time.perf_counter()
-    from pytest_diffaccel.session import installed_versions
+    from pytest_diffaccel.fingerprint import installed_versions
 
     versions = ", ".join(f"{k} {v}" for k, v in installed_versions().items() if v)
-    models = {}
+    from pytest_diffaccel.techniques.registry import installed_version
+
+    backends = [(name, installed_version(name)) for name in BACKENDS]
+    versions += "".join(f", {name} {version}" for name, version in backends if version)
+    models = dict(recorded["models"]) if recorded is not None else {}
     for model in args.model or PRESETS:
         print(f"{model}:", flush=True)
-        measured = measure_model(model, args.seeds, args.prompts)
+        measured = measure_model(model, args.seeds, args.prompts, only)
+        if recorded is not None:
+            models[model] = merge(models.get(model, {}), measured)
+            continue
         models[model] = {
             "classes": derive(measured),
             "fp32_vs_fp64": measured["fp32_vs_fp64"],
@@ -185,17 +246,24 @@ def main(argv: list[str] | None = None) -> int:
     for entry in models.values():
         for klass, row in entry["classes"].items():
             default[klass] = min(default.get(klass, 1.0), row["floor"])
-    data = {
-        "command": command,
-        "date": dt.date.today().isoformat(),
-        "versions": versions,
-        "k": K,
-        "allowance": ALLOWANCE,
-        "seeds": args.seeds,
-        "models": models,
-        "default": default,
-        "minutes": (time.perf_counter() - started) / 60,
-    }
+    minutes = (time.perf_counter() - started) / 60
+    today = dt.date.today().isoformat()
+    if recorded is not None:
+        update = {"command": command, "date": today, "versions": versions, "minutes": minutes,
+                  "techniques": sorted(only or ())}  # fmt: skip
+        data = {**recorded, "models": models, "default": default, "updates": [*recorded.get("updates", []), update]}
+    else:
+        data = {
+            "command": command,
+            "date": today,
+            "versions": versions,
+            "k": K,
+            "allowance": ALLOWANCE,
+            "seeds": args.seeds,
+            "models": models,
+            "default": default,
+            "minutes": minutes,
+        }
     args.out.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     if args.doc:
         args.doc.write_text(render(data, command))

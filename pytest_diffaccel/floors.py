@@ -21,6 +21,12 @@ FLOORS_FILE = Path(__file__).with_name("floors.json")
 EXACT, REDUCED, QUANTIZED, FP8_STORAGE, CACHE, TINY_VAE, TILING, DISTILLED = (
     "exact", "reduced precision", "quantized", "fp8 storage", "cache", "tiny VAE", "VAE tiling", "distilled",
 )  # fmt: skip
+# Weights quantized at load time (optimum-quanto, GGUF, bitsandbytes), by their format: 4 and 2 bits draw
+# a coarser picture than torchao's int8 ("quantized"), float8 (3 mantissa bits) a coarser one than int8
+# (measured 0.15 vs 0.002 on tiny-flux); each would loosen the finer ones' floor if they shared it.
+WEIGHTS_8BIT, WEIGHTS_FLOAT8, WEIGHTS_4BIT, WEIGHTS_2BIT = (
+    "weights in 8 bits", "weights in float8", "weights in 4 bits", "weights in 2 bits",
+)  # fmt: skip
 CLASS_OF: Mapping[str, str] = {
     "fp32": EXACT,
     "sdpa-flash": EXACT,
@@ -50,12 +56,25 @@ CLASS_OF: Mapping[str, str] = {
     "int4-weight-only": QUANTIZED,
     "float8-dynamic": QUANTIZED,
     "float8-weight-only": QUANTIZED,
+    "quanto-int8": WEIGHTS_8BIT,
+    "quanto-float8": WEIGHTS_FLOAT8,
+    "gguf-q8_0": WEIGHTS_8BIT,
+    "bnb-int8": WEIGHTS_8BIT,
+    "quanto-int4": WEIGHTS_4BIT,
+    "gguf-q4_0": WEIGHTS_4BIT,
+    "bnb-nf4": WEIGHTS_4BIT,
+    "bnb-fp4": WEIGHTS_4BIT,
+    "quanto-int2": WEIGHTS_2BIT,
     "layerwise-fp8": FP8_STORAGE,  # weights stored in fp8 and upcast: on a tiny model far coarser than int8
     "cache-pab": CACHE,
     "cache-faster": CACHE,
     "cache-first-block": CACHE,
     "cache-taylorseer": CACHE,
     "cache-mag": CACHE,
+    "cache-sea": CACHE,
+    "dbcache": CACHE,
+    "dbcache-taylorseer": CACHE,
+    "cache-text-kv": EXACT,  # text keys and values computed once per prompt instead of per step: the same numbers
     "tiny-vae": TINY_VAE,
     "vae-tiling": TILING,
     "distilled": DISTILLED,

@@ -1,7 +1,9 @@
 """The search space: which techniques may be combined, in which choice groups, and the candidates.
 
 A choice group is a technique's ``exclusive`` group (precision, attention kernel, denoiser compile,
-weight quantization, cache, offloading...): a candidate takes at most one option of it. A technique
+weight quantization, cache, offloading...): a candidate takes at most one option of it. Weight
+quantization is one choice across backends (torchao, optimum-quanto, GGUF, bitsandbytes): a
+weight is quantized by one of them at a time; ``quantization`` in a space names them all. A technique
 without a group is a group of its own: on or off. fp32 is the "none" of the precision group, so the
 empty combination is the ``fp32`` candidate. Every candidate is built with the registry's ``+``
 rules and must pass ``registry.parse`` (exclusive groups, conflicts) and the environment's
@@ -23,6 +25,9 @@ REFERENCE = "fp32"
 # (and out of a family named in the space) unless the space names them. The "memory" family is all such.
 MEMORY_FAMILY = "memory"
 MEMORY_SAVERS = frozenset({"attention-slicing"})
+# Techniques that serve one model family the space can't tell from the environment (diffusers' text K/V
+# cache hooks NucleusMoE-Image blocks only): left out unless the space names them.
+NARROW = frozenset({"cache-text-kv"})
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ def selected(registry: Registry, space: Sequence[str] | None = None) -> list[tup
     for technique, argument, explicit in named:
         if technique.name == REFERENCE:
             continue
-        if is_memory_saver(technique) and not explicit:
+        if (is_memory_saver(technique) or technique.name in NARROW) and not explicit:
             continue
         if technique.argument == "required" and argument is None:
             continue

@@ -31,10 +31,24 @@ PRESETS = {
 
 def builtin_registry() -> Registry:
     """A registry holding every built-in technique and preset."""
-    from . import attention, caching, compilation, memory, precision, quantization, structure
+    from . import (
+        attention,
+        bnb,
+        cachedit,
+        caching,
+        compilation,
+        gguf_quant,
+        memory,
+        precision,
+        quantization,
+        quanto,
+        structure,
+    )
 
     registry = Registry()
-    for family in (precision, attention, structure, quantization, compilation, memory, caching):
+    for family in (
+        precision, attention, structure, quantization, quanto, gguf_quant, bnb, compilation, memory, caching, cachedit,
+    ):  # fmt: skip
         family.register_all(registry)
     for name, (spec, description) in PRESETS.items():
         registry.preset(name, spec, description)

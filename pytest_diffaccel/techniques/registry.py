@@ -99,8 +99,21 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+def installed_version(name: str) -> str | None:
+    """The installed version of a distribution, read from its metadata (nothing is imported); None if absent."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def unmet(requirements: Requirements, env: Environment) -> list[str]:
-    """The reasons this environment can't run a technique with these requirements (empty: it can)."""
+    """The reasons this environment can't run a technique with these requirements (empty: it can).
+
+    A package the environment's versions don't name (they hold the libraries of its fingerprint) is
+    looked up in the installed distributions' metadata: optimum-quanto, gguf, cache-dit..."""
     reasons: list[str] = []
     if (requirements.cuda or requirements.accelerator) and env.device != "cuda":
         reasons.append("needs CUDA (run with --diffaccel-gpu on a GPU machine)")
@@ -110,7 +123,7 @@ def unmet(requirements: Requirements, env: Environment) -> list[str]:
         have = ".".join(map(str, env.capability))
         reasons.append(f"needs compute capability >= {need}, this GPU has {have}")
     for name, minimum in requirements.packages:
-        installed = env.versions.get(name)
+        installed = env.versions[name] if name in env.versions else installed_version(name)
         if installed is None:
             reasons.append(f"needs {name}, which is not installed")
         elif minimum and _version_tuple(installed) < _version_tuple(minimum):
