@@ -50,7 +50,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -198,12 +197,6 @@ def same_samples(row: dict[str, Any], entry: dict[str, Any]) -> dict[str, bool] 
 
 
 # ----------------------------------------------------------------------------- the model's matrix rate
-
-
-def any_of(chances: Iterable[float]) -> float:
-    """The chance that at least one of independent events happens (latency.matrix_false_alarm is the
-    case of equal chances)."""
-    return 1.0 - math.prod(1.0 - p for p in chances)
 
 
 def simulated_false_alarm(sigma: float, history_runs: int, trials: int, seed: int) -> float:
@@ -528,8 +521,8 @@ def render(raw: dict[str, Any], command: str) -> str:
     implied_full = {
         t: simulated_false_alarm(s, full, 20000, seed=i) for i, (t, s) in enumerate(sorted(spreads.items()))
     }
-    matrix_rate = any_of(implied.values())
-    matrix_rate_full = any_of(implied_full.values())
+    matrix_rate = latency.matrix_false_alarm(implied.values())
+    matrix_rate_full = latency.matrix_false_alarm(implied_full.values())
     lines += [
         "Each technique's run-to-run spread (its history's runs and its A/A runs' estimates), and the false-alarm "
         "rate the rule gives a clean technique with that spread (20,000 simulated runs each, normal on the log "

@@ -24,14 +24,14 @@ three things: pass, fail, or "another": not sure yet, measure an independent blo
    this spread (None when no history length would: the spread itself is too wide).
 
 alpha is per test; a matrix of T clean tests raises any false alarm with chance at most
-1 - (1 - alpha)^T (``matrix_false_alarm``): the default 0.0005 keeps a 20-test matrix under 1%.
+1 - (1 - alpha)^T (``matrix_false_alarm([alpha] * T)``): the default 0.0005 keeps a 20-test matrix under 1%.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from . import stats
@@ -185,9 +185,10 @@ def judge(
     )
 
 
-def matrix_false_alarm(alpha: float, tests: int) -> float:
-    """The chance that a clean run of ``tests`` independent tests raises any latency false alarm, at most."""
-    return 1.0 - (1.0 - alpha) ** max(tests, 0)
+def matrix_false_alarm(chances: Iterable[float]) -> float:
+    """The chance that a clean run of independent tests raises any latency false alarm, given each test's
+    chance of one (at most alpha each under the rule's model: ``[alpha] * T`` gives 1 - (1 - alpha)^T)."""
+    return 1.0 - math.prod(1.0 - p for p in chances)
 
 
 def drifted(values: Sequence[float], max_slowdown: float, p: float = 0.01) -> stats.Trend | None:

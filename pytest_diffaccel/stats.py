@@ -1,21 +1,25 @@
-"""Statistics for latency samples and run-level estimates. No torch; scipy imported on first use.
+"""Statistics for latency samples and run-level estimates. No torch; numpy and scipy imported on first use.
 
-The distributions come from ``scipy.stats`` (a well-kept library, tested against the literature);
-this module keeps only small conveniences and the shapes our decisions need:
+Library code does the arithmetic: the standard library's ``statistics`` and ``math`` (descriptive
+statistics, the normal distribution: the latency gate needs it on every judgement and its simulations
+millions of times), numpy (quantiles) and ``scipy.stats`` (the rank tests, Student's t, binomial
+quantiles). This module keeps only small conveniences and the shapes our decisions need:
 
-* ``median``/``quantile``/``iqr``/``mean``/``stddev``: plain descriptive statistics;
+* ``median``/``quantile``/``iqr``/``mean``/``geometric_mean``/``stddev``: plain descriptive statistics
+  (``statistics``; ``quantile`` is numpy's linear interpolation), raising ValueError on no values;
 * ``median_interval``/``precise_enough``: the order-statistic (binomial) interval of a median,
   used to stop timing rounds once a block's median is known well enough;
 * ``mann_whitney_greater``/``mann_whitney_two_sided``: scipy's U test (exact for small samples
   without ties), kept for the rules we compare ourselves with (asv, the round-level rule);
 * ``trend``: Kendall's tau and the Theil-Sen slope of a series, to tell a block whose rounds
   drift from one that is merely noisy;
-* ``normal_sf``/``normal_isf``: tail probabilities of the standard normal.
+* ``normal_sf``/``normal_isf``/``student_sf``: tail probabilities of the standard normal and of Student's t.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,22 +27,16 @@ from dataclasses import dataclass
 def median(values: Sequence[float]) -> float:
     if not values:
         raise ValueError("median of no values")
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    if len(ordered) % 2:
-        return float(ordered[mid])
-    return (ordered[mid - 1] + ordered[mid]) / 2.0
+    return float(statistics.median(values))
 
 
 def quantile(values: Sequence[float], q: float) -> float:
     """Linear-interpolation quantile (numpy's default method)."""
     if not values:
         raise ValueError("quantile of no values")
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+    import numpy
+
+    return float(numpy.quantile(values, q))
 
 
 def iqr(values: Sequence[float]) -> float:
@@ -48,19 +46,22 @@ def iqr(values: Sequence[float]) -> float:
 def mean(values: Sequence[float]) -> float:
     if not values:
         raise ValueError("mean of no values")
-    return sum(values) / len(values)
+    return statistics.fmean(values)
 
 
 def geometric_mean(values: Sequence[float]) -> float:
-    return math.exp(mean(log_ratios(values)))
+    """The geometric mean of positive values (latencies, ratios)."""
+    if not values:
+        raise ValueError("geometric mean of no values")
+    log_ratios(values)  # ValueError for a value that is not positive, as the other log-scale helpers
+    return statistics.geometric_mean(values)
 
 
 def stddev(values: Sequence[float]) -> float:
     """Sample standard deviation (n - 1); 0 for fewer than two values."""
     if len(values) < 2:
         return 0.0
-    m = mean(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return statistics.stdev(values)
 
 
 def log_ratios(values: Sequence[float]) -> list[float]:
@@ -73,17 +74,13 @@ def log_ratios(values: Sequence[float]) -> list[float]:
 
 
 def normal_sf(z: float) -> float:
-    """P(Z > z) for a standard normal Z."""
-    from scipy.stats import norm
-
-    return float(norm.sf(z))
+    """P(Z > z) for a standard normal Z (the complementary error function: exact far into the tail)."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 def normal_isf(p: float) -> float:
-    """z with P(Z > z) = p."""
-    from scipy.stats import norm
-
-    return float(norm.isf(p))
+    """z with P(Z > z) = p (the standard library's inverse normal, Wichura's AS241), for 0 < p < 1."""
+    return 0.0 - statistics.NormalDist().inv_cdf(p)
 
 
 def student_sf(t: float, dof: float) -> float:

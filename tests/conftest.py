@@ -8,16 +8,27 @@ the whole test session.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One torch thread, in this process and in the processes it starts (set before torch is imported): the inner
+# sessions time tiny pipelines, where a second thread gains little, and on a CPU shared with other jobs two
+# spinning threads stall each other: a 2-step tiny-sd call took 4.2 s with 2 threads and 45 ms with 1 on
+# this project's 2-core machine under a load of 2-4.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Fast inner runs: 6 timed rounds (the least that can reach p < 0.01 against 6), one warm-up.
-FAST = ["--diffaccel-rounds", "6", "--diffaccel-max-rounds", "6", "--diffaccel-warmup", "1", "-p", "no:cacheprovider"]
+# Fast inner runs: 6 timed rounds (the least that can reach p < 0.01 against 6), one warm-up, 2 denoising
+# steps (the preset's 8 cost 3x as much) and one fidelity seed. A test whose subject is the steps or the seeds
+# names its own: the last occurrence of an option wins.
+FAST = [
+    "--diffaccel-rounds=6", "--diffaccel-max-rounds=6", "--diffaccel-warmup=1", "--diffaccel-steps=2",
+    "--diffaccel-fidelity-seeds=1", "-p", "no:cacheprovider",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -94,3 +105,31 @@ def run_inner(pytester: pytest.Pytester):
         return pytester.runpytest_inprocess(*FAST, *args)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def _recordings() -> dict[tuple[str, tuple[str, ...]], Path]:
+    return {}
+
+
+@pytest.fixture
+def recorded(request: pytest.FixtureRequest, pytester: pytest.Pytester, tmp_path_factory, tmp_path, _recordings):
+    """``recorded(*args) -> Path``: a baseline folder recorded by one fast inner run of ``args`` with
+    ``--diffaccel-save=all`` (asserted green), copied into this test's ``tmp_path / "b"``. The recording
+    is made once per test module and arguments, by the first test that asks: the tests of a module share
+    one inner project (their conftest and test file), so its recording is theirs too."""
+
+    def record(*args: str) -> Path:
+        key = (request.module.__name__, args)
+        source = _recordings.get(key)
+        if source is None:
+            source = tmp_path_factory.mktemp("recorded") / "b"
+            save = (f"--diffaccel-baselines={source}", "--diffaccel-save=all")
+            result = pytester.runpytest_inprocess(*FAST, *args, *save)
+            assert result.ret == 0, result.stdout.str()
+            _recordings[key] = source
+        target = tmp_path / "b"
+        shutil.copytree(source, target)
+        return target
+
+    return record

@@ -190,63 +190,87 @@ def test_killed_save_leaves_the_old_or_the_new_file(tmp_path):
     assert killed_mid_write, "no kill landed between the announcement of a write and its end"
 
 
-def _compared(path):
-    """{test id: technique} of a JSON report whose every measured result was compared with its
-    baseline and judged (the latency gate too); and its skipped tests with their reasons."""
+BLACK = """
+def pytest_diffaccel_register_techniques(register):
+    @register("black-image")
+    def black_image(pipe):
+        decode = pipe.vae.decode
+
+        def black(latents, *args, **kwargs):
+            out = decode(latents, *args, **kwargs)
+            (out[0] if isinstance(out, tuple) else out.sample).fill_(-1.0)
+            return out
+
+        pipe.vae.decode = black
+        return pipe
+"""
+
+
+def _report(path):
+    """{test id: extra_info} of a JSON report, and its skipped tests with their reasons."""
     data = json.loads(path.read_text())
-    techniques = {}
-    for bench in data["benchmarks"]:
-        extra = bench["extra_info"]
-        baseline = extra["baseline"]
-        assert not baseline["note"].startswith("no baseline") and baseline["ratio"] is not None, (path, bench)
-        gates = {g["gate"]: g for g in extra["gates"]}
-        assert gates["latency"]["judged"] and gates["memory"]["judged"], (path, bench["fullname"], gates)
-        assert all(g["passed"] for g in gates.values()), (path, bench["fullname"], gates)
-        assert extra["verdict"].startswith("pass") and "no baseline" not in extra["verdict"], extra["verdict"]
-        techniques[bench["fullname"]] = extra["technique"]
-    return techniques, sorted((s["test"], s["reason"]) for s in data["diffaccel"]["skipped"])
+    results = {bench["fullname"]: bench["extra_info"] for bench in data["benchmarks"]}
+    return results, sorted((s["test"], s["reason"]) for s in data["diffaccel"]["skipped"])
 
 
 def test_xdist_matches_the_serial_run(user_suite: pytest.Pytester, untimed: str, tmp_path):
-    """Baselines recorded first; then a serial run and a run on two pytest-xdist workers, each against
-    its own copy of them: the same tests, each compared with its baseline and judged, the same skips,
-    and the same baseline entries updated."""
+    """A serial run records the baselines; a run on two pytest-xdist workers against a copy of them gives
+    the same tests, skips and verdicts: the same broken picture fails the same gate with the same message,
+    the same pictures score the same SSIM; every other result is compared with the run the serial one
+    recorded (the workers read its numbers) and judged, and every entry gets the workers' run appended."""
     import shutil
 
     pytester = user_suite
+    pytester.makeconftest(BLACK)
     # The timing gates are reported only: this is about wiring (every result compared and judged, on
     # the workers too), and a shared CPU's speed of the moment must not fail it.
     args = ["-p", "no:cacheprovider", "--diffaccel-rounds=3", "--diffaccel-max-rounds=3", "--diffaccel-warmup=1",
             "--diffaccel-steps=2", "--diffaccel-fidelity-seeds=1", "--diffaccel-max-blocks=1",
-            "--diffaccel-techniques=fp32,sdpa-math,channels-last,tf32",
+            "--diffaccel-techniques=fp32,sdpa-math,channels-last,tf32,black-image",
             untimed, "--diffaccel-save=all"]  # fmt: skip
     recorded = tmp_path / "recorded"
-    first = pytester.runpytest_subprocess(*args, f"--diffaccel-baselines={recorded}")
-    first.assert_outcomes(passed=3, skipped=1)
-    first.stdout.fnmatch_lines(["fp32 *no baseline*"])
-    shutil.copytree(recorded, tmp_path / "s")
-    shutil.copytree(recorded, tmp_path / "p")
     serial = pytester.runpytest_subprocess(
-        *args, f"--diffaccel-json={tmp_path / 'serial.json'}", f"--diffaccel-baselines={tmp_path / 's'}"
+        *args, f"--diffaccel-baselines={recorded}", f"--diffaccel-json={tmp_path / 'serial.json'}"
     )
+    serial.assert_outcomes(passed=3, failed=1, skipped=1)
+    serial.stdout.fnmatch_lines(["fp32 *no baseline*"])
+    shutil.copytree(recorded, tmp_path / "p")
     parallel = pytester.runpytest_subprocess(
         *args, "-n", "2", f"--diffaccel-json={tmp_path / 'parallel.json'}", f"--diffaccel-baselines={tmp_path / 'p'}"
     )  # fmt: skip
-    serial.assert_outcomes(passed=3, skipped=1)
-    parallel.assert_outcomes(passed=3, skipped=1)
-    s_techniques, s_skipped = _compared(tmp_path / "serial.json")
-    p_techniques, p_skipped = _compared(tmp_path / "parallel.json")
-    assert s_techniques == p_techniques and sorted(s_techniques.values()) == ["channels-last", "fp32", "sdpa-math"]
-    assert s_skipped == p_skipped and len(s_skipped) == 1 and "needs CUDA" in s_skipped[0][1]
-    # one baseline file each, of the same machine, holding the same tests; every entry rewritten
-    [base] = recorded.glob("*.json")
-    [s_file], [p_file] = (tmp_path / "s").glob("*.json"), (tmp_path / "p").glob("*.json")
-    assert s_file.name == p_file.name == base.name
-    base_entries, s_entries, p_entries = (baselines.load(f) for f in (base, s_file, p_file))
-    assert sorted(s_entries) == sorted(p_entries) == sorted(base_entries) == sorted(s_techniques)
-    for test_id, entry in base_entries.items():
-        assert s_entries[test_id] != entry and p_entries[test_id] != entry, test_id
+    parallel.assert_outcomes(passed=3, failed=1, skipped=1)
     parallel.stdout.fnmatch_lines(["*= diffaccel =*", "technique*verdict", "*tf32*skipped*"])
+
+    s_results, s_skipped = _report(tmp_path / "serial.json")
+    p_results, p_skipped = _report(tmp_path / "parallel.json")
+    assert {t: r["technique"] for t, r in p_results.items()} == {t: r["technique"] for t, r in s_results.items()}
+    assert sorted(r["technique"] for r in p_results.values()) == ["black-image", "channels-last", "fp32", "sdpa-math"]
+    assert p_skipped == s_skipped and len(p_skipped) == 1 and "needs CUDA" in p_skipped[0][1]
+    [base] = recorded.glob("*.json")
+    [p_file] = (tmp_path / "p").glob("*.json")
+    assert p_file.name == base.name
+    stored, updated = baselines.load(base), baselines.load(p_file)
+    broken = "test_speed.py::test_acceleration[black-image]"
+    assert sorted(stored) == sorted(updated) == sorted(set(s_results) - {broken})  # a broken picture is never saved
+    for test_id, serial_result in s_results.items():
+        result = p_results[test_id]
+        if test_id == broken:  # the same verdict, for the same reason, on a worker
+            assert result["verdict"] == serial_result["verdict"] and result["verdict"].startswith("FAIL broken")
+            assert [g for g in result["gates"] if not g["passed"]] == [
+                g for g in serial_result["gates"] if not g["passed"]
+            ]
+            continue
+        assert serial_result["verdict"] == "pass (no baseline)", (test_id, serial_result)
+        assert result["verdict"].startswith("pass") and "no baseline" not in result["verdict"], (test_id, result)
+        assert result["ssim"] == pytest.approx(serial_result["ssim"], abs=1e-4), test_id
+        gates = {g["gate"]: g for g in result["gates"]}
+        assert gates["latency"]["judged"] and gates["memory"]["judged"], (test_id, gates)
+        assert gates["fidelity regression"]["judged"] and all(g["passed"] for g in gates.values()), (test_id, gates)
+        # the worker judged against the serial run's own numbers, and appended its run to them
+        figure = result["baseline"]["judged_on"]
+        (run,) = stored[test_id]["runs"]
+        assert result["baseline"]["history"] == pytest.approx([run[figure]]), (test_id, result["baseline"])
+        assert updated[test_id]["runs"][0] == run and len(updated[test_id]["runs"]) == 2, test_id
 
 
 def test_merge_shards(tmp_path, capsys):

@@ -38,12 +38,15 @@ def project(user_suite: pytest.Pytester) -> pytest.Pytester:
     return user_suite
 
 
+# one recording for the module (conftest.recorded), with two fidelity seeds: the baseline stores each seed's picture
+SEEDS = "--diffaccel-fidelity-seeds=2"
+
+
 def test_a_nudged_exact_technique_fails_against_its_baseline_and_the_unchanged_rerun_passes(
-    project, run_inner, untimed, monkeypatch, tmp_path
+    project, run_inner, recorded, untimed, monkeypatch
 ):
-    folder = tmp_path / "baselines"
-    args = ("--diffaccel-techniques", "fp32,nudged", f"--diffaccel-baselines={folder}", untimed)
-    run_inner(*args, "--diffaccel-save", "all").assert_outcomes(passed=2)
+    folder = recorded("--diffaccel-techniques", "fp32,nudged", untimed, SEEDS)
+    args = ("--diffaccel-techniques", "fp32,nudged", f"--diffaccel-baselines={folder}", untimed, SEEDS)
     entries = json.loads(next(folder.glob("cpu-*.json")).read_text())["entries"]
     stored = entries["test_speed.py::test_acceleration[nudged]"]["fidelity"]
     assert stored["ssim"] == pytest.approx(1.0) and stored["seeds"] == [0, 1] and len(stored["per_seed"]) == 2
@@ -65,10 +68,9 @@ def test_a_nudged_exact_technique_fails_against_its_baseline_and_the_unchanged_r
     assert "fidelity gate failed" not in nudged.stdout.str()  # the absolute floor (0.90) alone would pass it
 
 
-def test_a_failed_fidelity_regression_is_not_saved(project, run_inner, untimed, monkeypatch, tmp_path):
-    folder = tmp_path / "b"
-    args = ("--diffaccel-techniques", "nudged", f"--diffaccel-baselines={folder}", untimed)
-    run_inner(*args, "--diffaccel-save", "all")
+def test_a_failed_fidelity_regression_is_not_saved(project, run_inner, recorded, untimed, monkeypatch):
+    folder = recorded("--diffaccel-techniques", "fp32,nudged", untimed, SEEDS)
+    args = ("--diffaccel-techniques", "nudged", f"--diffaccel-baselines={folder}", untimed, SEEDS)
     path = next(folder.glob("cpu-*.json"))
     before = path.read_bytes()
     thumbs = sorted(p.name for p in (folder / "thumbnails").iterdir())

@@ -97,9 +97,8 @@ def test_lenient(diffaccel_pipeline, diffaccel_benchmark):
     result.assert_outcomes(passed=1)
 
 
-def test_save_missing_keeps_existing_entries(project, run_inner, tmp_path):
-    folder = tmp_path / "b"
-    run_inner("--diffaccel-techniques", "fp32", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")
+def test_save_missing_keeps_existing_entries(project, run_inner, recorded):
+    folder = recorded("--diffaccel-techniques", "fp32")  # recorded once for the module (conftest.recorded)
     path = next(folder.glob("*.json"))
     before = json.loads(path.read_text())["entries"]
     result = run_inner(
@@ -186,9 +185,8 @@ def test_it(diffaccel_pipeline, diffaccel_benchmark):
     result.stderr.fnmatch_lines(["*test_bad_marker.py::test_it: *max_slowdown=...*'a lot' is not a percentage*"])
 
 
-def test_corrupt_baseline_is_named_and_left_unchanged(project, run_inner, tmp_path):
-    folder = tmp_path / "b"
-    run_inner("--diffaccel-techniques", "fp32", f"--diffaccel-baselines={folder}", "--diffaccel-save", "all")
+def test_corrupt_baseline_is_named_and_left_unchanged(project, run_inner, recorded):
+    folder = recorded("--diffaccel-techniques", "fp32")
     path = next(folder.glob("*.json"))
     path.write_text(path.read_text()[:-40])  # truncated, as a bad merge would leave it
     before = path.read_bytes()
