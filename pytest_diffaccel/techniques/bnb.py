@@ -71,17 +71,13 @@ def _apply(keywords: dict[str, Any]) -> Any:
 
 def register_all(registry: Registry) -> None:
     for name, (keywords, kind, ssim, what) in KINDS.items():
-        registry.register(
+        loaded.register_weights(
+            registry,
             name,
-            family="quantization",
-            builtin=True,
-            stage=loaded.STAGE_LOAD,
             min_ssim=ssim,
             requires=Requirements(cuda=True, packages=(PACKAGE,), attribute=("diffusers", "BitsAndBytesConfig")),
-            exclusive="weight quantization",
-            conflicts=loaded.CONFLICTS,
-            default=True,
             description=f"bitsandbytes {what} on the denoiser and the T5 text encoder, loaded with "
             "from_pretrained(quantization_config=BitsAndBytesConfig(...)) (diffusers' quantizer needs a GPU)",
             effect=loaded.quantized_layers_effect("bitsandbytes", kind, kind_of, lambda m: True, quantized_components),
-        )(_apply(keywords))
+            apply=_apply(keywords),
+        )

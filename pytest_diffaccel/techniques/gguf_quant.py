@@ -183,17 +183,13 @@ def _eligible(qtype: str) -> Any:
 
 def register_all(registry: Registry) -> None:
     for name, (qtype, ssim, what) in TYPES.items():
-        registry.register(
+        loaded.register_weights(
+            registry,
             name,
-            family="quantization",
-            builtin=True,
-            stage=loaded.STAGE_LOAD,
             min_ssim=ssim,
             requires=Requirements(packages=(PACKAGE,), attribute=("diffusers", "GGUFQuantizationConfig")),
-            exclusive="weight quantization",
-            conflicts=loaded.CONFLICTS,
-            default=True,
             description=f"the denoiser converted to GGUF {what} and loaded with from_single_file("
             "quantization_config=GGUFQuantizationConfig(...)), as community checkpoints are",
             effect=loaded.quantized_layers_effect("GGUF", qtype, quant_type_of, _eligible(qtype)),
-        )(_apply(qtype))
+            apply=_apply(qtype),
+        )

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import components
 from .effects import Probe, call_once, forward_calls, plural
-from .registry import STAGE_PRECISION, ApplyContext, Effect
+from .registry import STAGE_PRECISION, ApplyContext, Effect, Registry, Requirements
 
 STAGE_LOAD = STAGE_PRECISION + 5  # after the dtype is chosen, before the denoiser is changed
 CONFLICTS = {
@@ -139,3 +139,30 @@ def quantized_layers_effect(
         return Effect(bool(calls), line)
 
     return effect
+
+
+def register_weights(
+    registry: Registry,
+    name: str,
+    *,
+    min_ssim: float,
+    requires: Requirements,
+    description: str,
+    effect: Any,
+    apply: Callable[..., Any],
+) -> None:
+    """A technique that quantizes weights as the model is loaded (quanto, GGUF, bitsandbytes): one at a time
+    (they replace the same layers), in the default matrix, with the conflicts every loader shares."""
+    registry.register(
+        name,
+        family="quantization",
+        builtin=True,
+        stage=STAGE_LOAD,
+        min_ssim=min_ssim,
+        requires=requires,
+        exclusive="weight quantization",
+        conflicts=CONFLICTS,
+        default=True,
+        description=description,
+        effect=effect,
+    )(apply)

@@ -67,17 +67,13 @@ def _apply(weights: str) -> Any:
 
 def register_all(registry: Registry) -> None:
     for name, (weights, qtype, ssim, what) in WEIGHTS.items():
-        registry.register(
+        loaded.register_weights(
+            registry,
             name,
-            family="quantization",
-            builtin=True,
-            stage=loaded.STAGE_LOAD,
             min_ssim=ssim,
             requires=Requirements(packages=(PACKAGE,), attribute=("diffusers", "QuantoConfig")),
-            exclusive="weight quantization",
-            conflicts=loaded.CONFLICTS,
-            default=True,
             description=f"optimum-quanto {what} on the denoiser's linear layers, loaded with "
             f"from_pretrained(quantization_config=QuantoConfig(weights_dtype={weights!r}))",
             effect=loaded.quantized_layers_effect("quanto", qtype, qtype_of, lambda m: True),
-        )(_apply(weights))
+            apply=_apply(weights),
+        )
