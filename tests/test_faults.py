@@ -222,11 +222,12 @@ def test_xdist_matches_the_serial_run(user_suite: pytest.Pytester, untimed: str,
 
     pytester = user_suite
     pytester.makeconftest(BLACK)
-    # The timing gates are reported only: this is about wiring (every result compared and judged, on
-    # the workers too), and a shared CPU's speed of the moment must not fail it.
+    # The timing gates are reported only, and max-slowdown is wide: this is about wiring (every result compared
+    # and judged, on the workers too), and a shared CPU's speed of the moment must not fail it nor leave it
+    # undecided (3 rounds of one block against one run).
     args = ["-p", "no:cacheprovider", "--diffaccel-rounds=3", "--diffaccel-max-rounds=3", "--diffaccel-warmup=1",
             "--diffaccel-steps=2", "--diffaccel-fidelity-seeds=1", "--diffaccel-max-blocks=1",
-            "--diffaccel-techniques=fp32,sdpa-math,channels-last,tf32,black-image",
+            "--diffaccel-max-slowdown=50%", "--diffaccel-techniques=fp32,sdpa-math,channels-last,tf32,black-image",
             untimed, "--diffaccel-save=all"]  # fmt: skip
     recorded = tmp_path / "recorded"
     serial = pytester.runpytest_subprocess(
@@ -261,11 +262,14 @@ def test_xdist_matches_the_serial_run(user_suite: pytest.Pytester, untimed: str,
             ]
             continue
         assert serial_result["verdict"] == "pass (no baseline)", (test_id, serial_result)
-        assert result["verdict"].startswith("pass") and "no baseline" not in result["verdict"], (test_id, result)
+        # judged against the serial run's history: a pass, or (a one-run history on a busy CPU) undecided
+        assert result["verdict"].startswith("pass") or result["verdict"] == "undecided", (test_id, result)
+        assert "no baseline" not in result["verdict"], (test_id, result)
         assert result["ssim"] == pytest.approx(serial_result["ssim"], abs=1e-4), test_id
         gates = {g["gate"]: g for g in result["gates"]}
         assert gates["latency"]["judged"] and gates["memory"]["judged"], (test_id, gates)
-        assert gates["fidelity regression"]["judged"] and all(g["passed"] for g in gates.values()), (test_id, gates)
+        assert gates["fidelity regression"]["judged"], (test_id, gates)
+        assert all(g["passed"] for name, g in gates.items() if name != "latency"), (test_id, gates)
         # the worker judged against the serial run's own numbers, and appended its run to them
         figure = result["baseline"]["judged_on"]
         (run,) = stored[test_id]["runs"]
