@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+from test_gates import FAULTS as GATE_FAULTS
 
 from pytest_diffaccel import baselines
 
@@ -190,22 +191,6 @@ def test_killed_save_leaves_the_old_or_the_new_file(tmp_path):
     assert killed_mid_write, "no kill landed between the announcement of a write and its end"
 
 
-BLACK = """
-def pytest_diffaccel_register_techniques(register):
-    @register("black-image")
-    def black_image(pipe):
-        decode = pipe.vae.decode
-
-        def black(latents, *args, **kwargs):
-            out = decode(latents, *args, **kwargs)
-            (out[0] if isinstance(out, tuple) else out.sample).fill_(-1.0)
-            return out
-
-        pipe.vae.decode = black
-        return pipe
-"""
-
-
 def _report(path):
     """{test id: extra_info} of a JSON report, and its skipped tests with their reasons."""
     data = json.loads(path.read_text())
@@ -221,7 +206,7 @@ def test_xdist_matches_the_serial_run(user_suite: pytest.Pytester, untimed: str,
     import shutil
 
     pytester = user_suite
-    pytester.makeconftest(BLACK)
+    pytester.makeconftest(GATE_FAULTS)  # the faults of test_gates.py: black-image among them
     # The timing gates are reported only, and max-slowdown is wide: this is about wiring (every result compared
     # and judged, on the workers too), and a shared CPU's speed of the moment must not fail it nor leave it
     # undecided (3 rounds of one block against one run).
