@@ -56,7 +56,7 @@ CALIBRATE = 5  # clean runs saved before the drift starts
 SAVES = 15  # drifting saves judged at most
 
 
-def judge_run(level: list[float], now: float, machine: tuple[float | None, int]) -> tuple[bool, bool]:
+def judge_run(level: list[float], now: float, machine: history.Prior) -> tuple[bool, bool]:
     """(level rule failed, creep rule failed) for one run of two agreeing blocks at ``now`` (log)."""
     spread = history.spread([level], "ratio", machine)
     judged = latency.judge([now, now], level, spread, max_slowdown=MAX_SLOWDOWN, alpha=ALPHA, max_blocks=2)
@@ -79,7 +79,7 @@ def detection(sigma: float, draws: int, calibrate: int, rng: random.Random) -> t
         for save in range(1, SAVES + 1):
             # the runs before are all saved: no rule (level alone, or with the creep rule) failed on them
             level, now = series[: calibrate + save - 1], series[calibrate + save - 1]
-            failed_level, failed_creep = judge_run(level[-KEEP:], now, (None, 0))
+            failed_level, failed_creep = judge_run(level[-KEEP:], now, history.NO_PRIOR)
             if failed_level and first["level"] is None:
                 first["level"] = save
             if (failed_level or failed_creep) and first["creep"] is None:
@@ -108,7 +108,7 @@ def false_alarms(sigma: float, draws: int, rng: random.Random) -> tuple[dict[str
     drawn, levels = [], []
     for _ in range(draws):
         series = [rng.gauss(0.0, sigma) for _ in range(KEEP + 1)]
-        failed_level, failed_creep = judge_run(series[:KEEP], series[KEEP], (None, 0))
+        failed_level, failed_creep = judge_run(series[:KEEP], series[KEEP], history.NO_PRIOR)
         level_alarms += failed_level
         creep_alarms += failed_creep
         drawn.append(series)

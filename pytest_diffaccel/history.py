@@ -12,9 +12,12 @@ significant improvement, and the user saved it anyway) starts a new level. The m
 is judged against is the newest level's; the spread pools the deviations inside every level,
 so that a change of level never inflates it.
 
-While a test's own history is short, its spread is moderated toward the machine's typical
-spread (the median over the tests of the file that have a history of their own) or, on a new
-machine, toward an assumed fallback; the prior counts as ``PRIOR_WEIGHT`` runs.
+Each test's spread is moderated toward the machine's typical spread, fitted over the tests of the
+file that have a history of their own (empirical Bayes, ``stats.variance_prior``): the typical spread
+counts as many runs as the tests' spreads agree (a few runs on a CPU whose techniques scatter from 1%
+to 11%, up to 20 where they scatter alike), and the gate judges with Student's t on the degrees of
+freedom of the moderated spread. On a new machine (fewer than three tests with a spread of their
+own) the prior is an assumed fallback that counts as ``PRIOR_WEIGHT`` runs, and the report says so.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 from . import stats
 
 FALLBACK_SPREAD = {"ratio": 0.05, "median": 0.05, "compile_seconds": 0.20, "cold_start_seconds": 0.20}
-PRIOR_WEIGHT = 4  # the machine's (or the assumed) spread counts as this many runs
+PRIOR_WEIGHT = 4  # the assumed fallback spread counts as this many runs
 MIN_OWN_DOF = 2  # a test with at least 3 runs in one level has a spread of its own
 MIN_MACHINE_TESTS = 3  # tests with a spread of their own before the machine's replaces the fallback
 DEFAULT_KEEP = 10
@@ -50,10 +53,17 @@ class Spread:
     own: float | None  # the test's own spread, when it has one
     prior: float  # what it was moderated toward
     machine_tests: int  # tests behind the machine's spread; 0: the prior is the fallback
+    prior_dof: float = PRIOR_WEIGHT  # the runs of evidence the prior is worth (inf: the spread is known)
 
     @property
     def assumed(self) -> bool:
         return self.own_dof == 0 and self.machine_tests == 0
+
+    @property
+    def dof(self) -> float:
+        """Degrees of freedom of sigma for the gate's Student's t: the test's own and the runs its prior is
+        worth (the assumed fallback too: a guess worth ``PRIOR_WEIGHT`` runs, not a known spread)."""
+        return self.own_dof + self.prior_dof
 
     def describe(self) -> str:
         runs = f"{self.runs} run{'s' if self.runs != 1 else ''}"
@@ -64,7 +74,11 @@ class Spread:
         else:
             prior = f"the assumed {self.prior:.1%}"
         own = f"this test's {runs} ({self.own:.1%})" if self.own is not None else f"history of {runs}"
-        return f"run-to-run spread {self.sigma:.1%}: {own} moderated toward {prior}"
+        worth = f"{self.prior_dof:.1f}".removesuffix(".0")
+        return (
+            f"run-to-run spread {self.sigma:.1%}: {own} moderated toward {prior} (worth {worth} run"
+            f"{'' if worth == '1' else 's'}; Student's t, {self.dof:.0f} dof)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +87,8 @@ class Spread:
             "own": None if self.own is None else round(self.own, 5),
             "prior": round(self.prior, 5),
             "machine_tests": self.machine_tests,
+            "prior_dof": round(self.prior_dof, 3),
+            "dof": None if math.isinf(self.dof) else round(self.dof, 3),  # inf: a spread taken as known
             "assumed": self.assumed,
             "text": self.describe(),
         }
@@ -139,33 +155,42 @@ def within_level(groups: Sequence[Sequence[float]]) -> tuple[float | None, int]:
     return math.sqrt(squares / dof), dof
 
 
-def machine_spread(histories: Iterable[Sequence[Sequence[float]]]) -> tuple[float | None, int]:
-    """The machine's typical spread: the median of the own spreads of the tests that have one
-    (a median, so that one noisy technique does not set every test's prior)."""
+@dataclass(frozen=True)
+class Prior:
+    """The machine's typical run-to-run spread of a figure, fitted over its tests (``machine_spread``)."""
+
+    sigma: float | None  # None: too few tests with a spread of their own; the fallback applies
+    dof: float  # the runs of evidence it is worth
+    tests: int  # the tests behind it
+
+
+NO_PRIOR = Prior(None, 0.0, 0)
+
+
+def machine_spread(histories: Iterable[Sequence[Sequence[float]]]) -> Prior:
+    """The machine's typical spread and its weight, fitted over the tests with a spread of their own
+    (empirical Bayes, ``stats.variance_prior``: alike tests make a heavy prior, one noisy technique
+    among quiet ones a light one)."""
     own = []
     for groups in histories:
         sigma, dof = within_level(groups)
-        if sigma is not None and dof >= MIN_OWN_DOF:
-            own.append(sigma)
+        if sigma is not None and sigma > 0 and dof >= MIN_OWN_DOF:
+            own.append((sigma, dof))
     if len(own) < MIN_MACHINE_TESTS:
-        return None, len(own)
-    return stats.median(own), len(own)
+        return Prior(None, 0.0, len(own))
+    variance, prior_dof = stats.variance_prior([s * s for s, _ in own], [d for _, d in own])
+    return Prior(math.sqrt(variance), prior_dof, len(own))
 
 
-def spread(
-    groups: Sequence[Sequence[float]],
-    figure: str,
-    machine: tuple[float | None, int] = (None, 0),
-) -> Spread:
+def spread(groups: Sequence[Sequence[float]], figure: str, machine: Prior = NO_PRIOR) -> Spread:
     """This test's run-to-run spread of ``figure``, moderated toward the machine's or the fallback:
-    sigma^2 = (w * prior^2 + dof * own^2) / (w + dof)."""
+    sigma^2 = (w * prior^2 + dof * own^2) / (w + dof), w the prior's worth in runs."""
     own, dof = within_level(groups)
-    machine_sigma, machine_tests = machine
-    if machine_sigma is not None and machine_tests >= MIN_MACHINE_TESTS:
-        prior, tests = machine_sigma, machine_tests
+    if machine.sigma is not None and machine.tests >= MIN_MACHINE_TESTS:
+        prior, weight, tests = machine.sigma, machine.dof, machine.tests
     else:
-        prior, tests = FALLBACK_SPREAD[figure], 0
-    variance = (PRIOR_WEIGHT * prior**2 + dof * (own or 0.0) ** 2) / (PRIOR_WEIGHT + dof)
+        prior, weight, tests = FALLBACK_SPREAD[figure], float(PRIOR_WEIGHT), 0
+    variance = (weight * prior**2 + dof * (own or 0.0) ** 2) / (weight + dof)
     return Spread(
         sigma=math.sqrt(variance),
         runs=sum(len(g) for g in groups),
@@ -173,6 +198,7 @@ def spread(
         own=own,
         prior=prior,
         machine_tests=tests,
+        prior_dof=weight,
     )
 
 

@@ -120,7 +120,7 @@ def _records(entry: Mapping[str, Any], figure: str) -> list[dict[str, Any]]:
 def rows_of(entries: Mapping[str, Mapping[str, Any]], select: Callable[[str], bool], wanted: str = "") -> list[Row]:
     """One row per selected test of one environment's entries; the spread moderated toward the machine's
     typical spread over all of them, as the plugin's gate does."""
-    machine: dict[str, tuple[float | None, int]] = {}
+    machine: dict[str, history.Prior] = {}
     rows = []
     for test_id in sorted(entries):
         if not select(test_id):

@@ -11,12 +11,14 @@ three things: pass, fail, or "another": not sure yet, measure an independent blo
    another block.
 2. With k blocks, d = the mean of the blocks' log differences from the history's mean (their
    median with three: one disturbed block can't carry the verdict), its standard error
-   se = sigma * sqrt(1 + 1/n), p = P(Z > d / se). The blocks of one run share its process and the
-   machine's state of the moment, so they are not independent draws of the run-to-run spread: the
-   confirmation buys robustness (a majority must agree), not a smaller standard error. Fail only
-   when all three hold: d beyond log(1 + max-slowdown), p < alpha, and a majority of the blocks
-   beyond max-slowdown. Two blocks that disagree (one beyond
-   max-slowdown, one not) with a block left to spend -> another block.
+   se = sigma * sqrt(1 + 1/n), p = P(T > d / se) with Student's t on the degrees of freedom of sigma
+   (history.Spread.dof: the test's own runs plus the runs the machine's prior is worth; sigma is an
+   estimate, and a normal test would take it as known and fail a noisy technique several times
+   alpha's rate). The blocks of one run share its process and the machine's state of the moment,
+   so they are not independent draws of the run-to-run spread: the confirmation buys robustness (a
+   majority must agree), not a smaller standard error. Fail only when all three hold: d beyond
+   log(1 + max-slowdown), p < alpha, and a majority of the blocks beyond max-slowdown. Two blocks
+   that disagree (one beyond max-slowdown, one not) with a block left to spend -> another block.
 3. Passing with d below -log(1 + max-slowdown) and significant the other way is "faster".
 4. "Can't tell yet" is not a pass: when a majority of the blocks (all of them, with two) agree beyond
    max-slowdown but the history is too short or too noisy to make it significant, the verdict is
@@ -83,20 +85,31 @@ def center(values: Sequence[float]) -> float:
     return stats.mean(values) if len(values) <= 2 else stats.median(values)
 
 
-def deciding_runs(d: float, sigma: float, alpha: float) -> int | None:
+def deciding_runs(d: float, sigma: float, alpha: float, spread: Spread | None = None) -> int | None:
     """The history length n at which an estimate d (log) would be significant at this spread:
-    d > z_alpha * sigma * sqrt(1 + 1/n). None when no length would (d within z_alpha * sigma)."""
+    d > t_alpha * sigma * sqrt(1 + 1/n), t_alpha on the degrees of freedom n runs would give (n minus
+    the levels so far, plus the runs the prior is worth; the normal's without ``spread``). None when no
+    length would (d within the normal's z_alpha * sigma, the limit of a long history)."""
     z = stats.normal_isf(alpha) * sigma
     if z <= 0 or d <= z:
         return None
-    return max(1, math.ceil(1.0 / ((d / z) ** 2 - 1.0)))
+    if spread is None:
+        return max(1, math.ceil(1.0 / ((d / z) ** 2 - 1.0)))
+    levels = spread.runs - spread.own_dof  # the levels of the history: each costs a degree of freedom
+
+    n = 1
+    while d <= stats.student_isf(alpha, max(n - levels, 0) + spread.prior_dof) * sigma * math.sqrt(1.0 + 1.0 / n):
+        n = n + 1 if n < 64 else n * 2  # past 64 runs, doubling: the answer is "very many" either way
+    return n
 
 
-def detectable_ratio(sigma: float, history_runs: int, max_slowdown: float, alpha: float) -> float:
+def detectable_ratio(
+    sigma: float, history_runs: int, max_slowdown: float, alpha: float, dof: float = math.inf
+) -> float:
     """The smallest slowdown that blocks exactly at it would fail: beyond max-slowdown and significant
     (the blocks of one run share its noise: their number does not shrink the standard error)."""
     se = sigma * math.sqrt(1.0 + 1.0 / max(history_runs, 1))
-    return math.exp(max(math.log1p(max_slowdown), stats.normal_isf(alpha) * se))
+    return math.exp(max(math.log1p(max_slowdown), stats.student_isf(alpha, dof) * se))
 
 
 def judge(
@@ -119,9 +132,10 @@ def judge(
     diffs = [b - base for b in blocks]
     d = center(diffs)
     se = spread.sigma * math.sqrt(1.0 + 1.0 / len(history))
-    p_slower = stats.normal_sf(d / se) if se > 0 else (0.0 if d > 0 else 1.0)
-    p_faster = stats.normal_sf(-d / se) if se > 0 else (0.0 if d < 0 else 1.0)
-    half_width = stats.normal_isf(0.025) * se
+    dof = spread.dof
+    p_slower = stats.student_sf(d / se, dof) if se > 0 else (0.0 if d > 0 else 1.0)
+    p_faster = stats.student_sf(-d / se, dof) if se > 0 else (0.0 if d < 0 else 1.0)
+    half_width = stats.student_isf(0.025, dof) * se
     beyond = [x > threshold for x in diffs]
     drift = tuple(bool(x) for x in drifted) + (False,) * (len(blocks) - len(drifted))
     k = len(blocks)
@@ -149,7 +163,7 @@ def judge(
         if d <= threshold:
             reason = f"inside max-slowdown {max_slowdown:.0%}"
         elif not significant and majority:
-            runs = deciding_runs(d, spread.sigma, alpha)
+            runs = deciding_runs(d, spread.sigma, alpha, spread)
             decide = (
                 f"a history of about {runs} runs at this spread would decide it"
                 if runs is not None
@@ -175,13 +189,13 @@ def judge(
         spread=spread,
         max_slowdown=max_slowdown,
         alpha=alpha,
-        detectable=detectable_ratio(spread.sigma, len(history), max_slowdown, alpha),
+        detectable=detectable_ratio(spread.sigma, len(history), max_slowdown, alpha, dof),
         regression=state == "fail",
         improvement=state == "pass" and d < -threshold and p_faster < alpha,
         reason=reason,
         drifted=drift,
         undecided=state == "pass" and d > threshold and majority and not significant,
-        deciding_runs=deciding_runs(d, spread.sigma, alpha) if state == "pass" and d > threshold else None,
+        deciding_runs=deciding_runs(d, spread.sigma, alpha, spread) if state == "pass" and d > threshold else None,
     )
 
 

@@ -17,9 +17,7 @@ import logging
 
 import pytest
 
-WARNINGS = (
-    r"ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning",
-)
+WARNINGS = (r"ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning",)
 LOG_MESSAGES = {
     "transformers.utils.import_utils": ("`", "requires torchvision (not installed); falling back to"),
     "diffusers.quantizers.torchao.torchao_quantizer": ("Unable to import `torchao` Tensor objects", ""),

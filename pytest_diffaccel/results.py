@@ -144,7 +144,7 @@ class Result:
             return None
         record: dict[str, Any] = {
             "recorded": self.recorded,
-            "median": _geometric_mean([b["median"] for b in blocks]),
+            "median": round(stats.geometric_mean([b["median"] for b in blocks]), 6),
             "blocks": len(self.blocks) or 1,
             "relative_kind": self.relative_kind,
             "compile_seconds": None if self.compile_seconds is None else round(self.compile_seconds, 4),
@@ -154,7 +154,7 @@ class Result:
         }
         ratios = [b["ratio"] for b in blocks if b.get("ratio")]
         if ratios and self.relative_kind:
-            record["ratio"] = _geometric_mean(ratios)
+            record["ratio"] = round(stats.geometric_mean(ratios), 6)
         return record
 
     def baseline_fields(self, versions: dict[str, str | None]) -> dict[str, Any]:
@@ -229,12 +229,6 @@ def _decoded(encoded: str) -> bytes:
     import base64
 
     return base64.b64decode(encoded)
-
-
-def _geometric_mean(values: list[float]) -> float:
-    import math
-
-    return round(math.exp(sum(math.log(v) for v in values) / len(values)), 6)
 
 
 # ----------------------------------------------------------------------------- transport (pytest-xdist)

@@ -66,7 +66,7 @@ class DiffaccelSession:
         self._fingerprint: dict[str, Any] | None = None
         self._located: baseline_files.Located | None = None
         self._store: Store | None = None
-        self._machine_spreads: dict[str, tuple[float | None, int]] = {}
+        self._machine_spreads: dict[str, history.Prior] = {}
         self._seed_images: dict[str, dict[int, Any]] = {}
         self.compile_cache = "cold"  # "warm" when torch.compile's cache held entries at the start of the run
         self.save_refused: dict[str, str] = {}  # test id -> why its run was not saved
@@ -331,7 +331,7 @@ class DiffaccelSession:
             return float(settings.min_ssim)
         return spec.min_ssim_for(self.ssim_overrides())
 
-    def machine_spread(self, figure: str, where: dict[str, Any] | None = None) -> tuple[float | None, int]:
+    def machine_spread(self, figure: str, where: dict[str, Any] | None = None) -> history.Prior:
         """The typical run-to-run spread of ``figure`` over the tests of this machine's baseline file."""
         key = f"{figure} {sorted((where or {}).items())}"
         if key not in self._machine_spreads:

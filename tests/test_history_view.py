@@ -47,7 +47,7 @@ def judged(records: list[dict], blocks: list[float], max_slowdown: float = 0.10)
     judgement = latency.judge(
         [math.log(b) for b in blocks],
         groups[-1],
-        history.spread(groups, "ratio", (0.006, 10)),
+        history.spread(groups, "ratio", history.Prior(0.006, 4.0, 10)),
         max_slowdown=max_slowdown,
         alpha=0.0005,
         max_blocks=len(blocks),

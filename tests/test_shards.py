@@ -62,7 +62,6 @@ def test_two_shards_save_into_one_store_and_merge_into_one_report(pytester, unti
     assert "2 shards merged" in page and page.count("<tr>") == 4 and "speed-up vs fp32 of every technique" in page
 
 
-
 def test_the_merged_page_draws_each_judged_history_as_a_single_runs_report_does(tmp_path):
     from pytest_diffaccel.report import merged, series
 

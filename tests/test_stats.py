@@ -129,6 +129,10 @@ def test_normal_and_student_tails_match_the_tables():
     assert stats.student_sf(2.776445, 4) == pytest.approx(0.025, abs=1e-6)
     assert stats.student_sf(3.169273, 10) == pytest.approx(0.005, abs=1e-6)
     assert stats.student_sf(0.0, 3) == pytest.approx(0.5)
+    assert stats.student_isf(0.025, 4) == pytest.approx(2.776445, abs=1e-6)
+    assert stats.student_isf(0.0005, 13) == pytest.approx(4.221, abs=5e-4)  # the gate's alpha, 13 dof (3 decimals)
+    assert stats.student_sf(3.290527, math.inf) == pytest.approx(0.0005)  # infinite dof: the normal
+    assert stats.student_isf(0.0005, math.inf) == pytest.approx(3.290527)
 
 
 # ----------------------------------------------------------------------------- the median's interval
