@@ -4,6 +4,9 @@ Each entry names the library, the logger or warning category, and the start of t
 a filter matches that message only, so a new warning of the same library still shows.
 * numpy 2 asks diffusers' Euler scheduler for a ``copy`` keyword on every call
   (``DeprecationWarning: __array__ implementation doesn't accept a copy keyword``);
+* torch's own ``torch.utils.mkldnn`` defines its classes with ``torch.jit.script_method``, which torch
+  2.13 deprecates: 14 warnings whenever something imports ``torch._inductor`` (bitsandbytes does, at
+  its import, which diffusers' quantizers import with the pipeline);
 * transformers notes once per class that an image processor falls back to PIL without
   torchvision (diffusers pipelines import CLIP/Siglip image processors we never use);
 * diffusers' torchao quantizer can't import tensor classes of older torchao versions (loading
@@ -14,10 +17,14 @@ a filter matches that message only, so a new warning of the same library still s
 from __future__ import annotations
 
 import logging
+import warnings
 
 import pytest
 
-WARNINGS = (r"ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning",)
+WARNINGS = (  # (the start of the message, a regular expression; its category)
+    (r"__array__ implementation doesn't accept a copy keyword", DeprecationWarning),
+    (r"`torch.jit.script_method` is deprecated", DeprecationWarning),
+)
 LOG_MESSAGES = {
     "transformers.utils.import_utils": ("`", "requires torchvision (not installed); falling back to"),
     "diffusers.quantizers.torchao.torchao_quantizer": ("Unable to import `torchao` Tensor objects", ""),
@@ -44,8 +51,11 @@ _installed: dict[str, _Drop] = {}
 
 def install(config: pytest.Config) -> None:
     """Filter the known library noise for this session (no library is imported to do so)."""
-    for line in WARNINGS:
-        config.addinivalue_line("filterwarnings", line)
+    for message, category in WARNINGS:
+        # for every test phase from now on (pytest applies its ini filters per phase), and for the phase
+        # running now: the model is loaded while pytest collects, and bitsandbytes' import compiles
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}")
+        warnings.filterwarnings("ignore", message=message, category=category)
     for name, (starts, contains) in LOG_MESSAGES.items():
         if name not in _installed:
             _installed[name] = _Drop(starts, contains)

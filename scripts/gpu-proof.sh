@@ -60,7 +60,7 @@ print(f"gpu-proof: torch {torch.__version__}, diffusers {diffusers.__version__},
 EOF
 
 if [[ $DRY == 1 ]]; then
-  device=(); sd15_model=tiny-sd; sdxl_model=tiny-sd; call=(--diffaccel-steps=4)
+  device=(); sd15_model=tiny-sd; sdxl_model=tiny-sd; call=(--diffaccel-steps=2)  # the wiring, not the picture
   compiled=()   # compiling on the CPU takes minutes: the dry run proves the wiring without it
 else
   device=(--diffaccel-gpu); sd15_model=sd15-arch; sdxl_model=sdxl-arch; call=()
