@@ -4,8 +4,11 @@
     python benchmarks/latency_calibration.py            # about 3 minutes on 2 cores -> docs/latency-calibration.md
     python benchmarks/latency_calibration.py --quick    # seconds: proves the script runs
 
-The spreads are the run-to-run spreads of the 17 techniques of the CPU matrix measured in
-docs/verdict-quality.json (1% to 11%). For each history length, each rule gets the same simulated
+The spreads are the run-to-run spreads of the 17 techniques of the CPU matrix measured by
+benchmarks/verdict_quality.py twice: on 2 busy cores with a 3-run history (the committed
+docs/verdict-quality.json of commit 7c82fea, read with ``git show``: 1% to 11%, the techniques far
+apart) and on 2 idle cores with a 10-run history (today's docs/verdict-quality.json), and, for a
+machine whose techniques scatter alike, every technique at fuse-qkv's busy spread. For each history length, each rule gets the same simulated
 histories and runs (``pytest_diffaccel.latency_model``: blocks sharing 90% of their run's noise,
 ``latency.judge`` deciding, normal on the log scale): the share of clean runs of the whole matrix with
 any latency failure, and the share of runs that catch a slowdown of 15%, 20% and 30% in fuse-qkv.
@@ -41,14 +44,36 @@ LEVELS = (0.15, 0.20, 0.30)
 HISTORIES = (3, 5, 10)
 
 
-def measured_spreads() -> dict[str, float]:
-    """The techniques' run-to-run spreads of the committed verdict-quality measurement (its history's newest
-    level and its A/A runs' estimates), as docs/verdict-quality.md lists them."""
+BUSY_COMMIT = "7c82fea"  # docs/verdict-quality.json measured on 2 busy cores, a 3-run history
+
+
+def measured_spreads(raw: dict | None = None) -> dict[str, float]:
+    """The techniques' run-to-run spreads of a verdict-quality measurement (its history's newest level and its
+    A/A runs' estimates), as docs/verdict-quality.md lists them; the committed one by default."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import verdict_quality
 
-    raw = json.loads((ROOT / "docs" / "verdict-quality.json").read_text())
+    if raw is None:
+        raw = json.loads((ROOT / "docs" / "verdict-quality.json").read_text())
     return verdict_quality.measured_spreads(raw, verdict_quality.AA.of(raw))
+
+
+def busy_spreads() -> dict[str, float]:
+    """The spreads of the measurement on busy cores, from the git history of this repository."""
+    import subprocess
+
+    shown = subprocess.run(
+        ["git", "show", f"{BUSY_COMMIT}:docs/verdict-quality.json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if shown.returncode != 0:
+        raise SystemExit(
+            f"git show {BUSY_COMMIT}:docs/verdict-quality.json failed (a clone without history?): {shown.stderr}"
+        )
+    return measured_spreads(json.loads(shown.stdout))
 
 
 def _median_prior_spreads(histories: Sequence[Sequence[float]], dof: float) -> list[history.Spread]:
@@ -89,17 +114,18 @@ RULES = {
 
 
 def measure(matrix_runs: int, detection_runs: int) -> dict:
-    spreads = measured_spreads()
-    names = sorted(spreads, key=lambda t: -spreads[t])
-    measured = [spreads[t] for t in names]
-    slowed = names.index(SLOWED)
-    alike = [spreads[SLOWED]] * len(names)
-    results: dict = {"spreads": spreads, "slowed": SLOWED, "matrix_runs": matrix_runs, "detection_runs": detection_runs}
+    busy, idle = busy_spreads(), measured_spreads()
+    results: dict = {"slowed": SLOWED, "matrix_runs": matrix_runs, "detection_runs": detection_runs}
+    results["spreads"] = {"busy": busy, "idle": idle}
     results["scenarios"] = {}
-    for scenario, values, rules in (
-        ("measured", measured, list(RULES)),
-        ("alike", alike, [PLUGIN, BEFORE]),
-    ):
+    scenarios = (
+        ("busy", busy, list(RULES)),
+        ("idle", idle, [PLUGIN, BEFORE]),
+        ("alike", dict.fromkeys(busy, busy[SLOWED]), [PLUGIN, BEFORE]),
+    )
+    for scenario, spreads, rules in scenarios:
+        names = sorted(spreads, key=lambda t: -spreads[t])
+        values, slowed = [spreads[t] for t in names], names.index(SLOWED)
         table = {}
         for rule in rules:
             estimator = RULES[rule]
@@ -136,43 +162,55 @@ def table_lines(table: dict) -> list[str]:
 
 
 def render(results: dict, command: str) -> str:
-    spreads = results["spreads"]
     slowed = results["slowed"]
-    measured, alike = results["scenarios"]["measured"], results["scenarios"]["alike"]
+    busy, idle = results["spreads"]["busy"], results["spreads"]["idle"]
+    tables = results["scenarios"]
+
+    def span(spreads: dict[str, float]) -> str:
+        return f"{min(spreads.values()):.1%} to {max(spreads.values()):.1%}, `{slowed}` {spreads[slowed]:.1%}"
+
     lines = [
         "# Latency gate calibration",
         "",
         f"Command: `{command}` ({results['seconds'] / 60:.0f} minutes). The run-to-run spreads of the "
-        f"{len(spreads)} techniques of the CPU matrix measured in [Verdict quality](verdict-quality.md) "
-        f"({min(spreads.values()):.1%} to {max(spreads.values()):.1%}; `{slowed}` {spreads[slowed]:.1%}), fed to the "
-        "gate's own code (`pytest_diffaccel/latency_model.py`: each technique's history drawn at its spread, blocks "
-        "sharing 90% of their run's noise, `latency.judge` deciding; max-slowdown 10%, alpha 0.0005, up to 3 "
-        f"blocks). Every rule gets the same histories and runs: {results['matrix_runs']:,} clean runs of the whole "
-        f"matrix per history length, {results['detection_runs']:,} runs with `{slowed}` slowed per slowdown.",
+        f"{len(busy)} techniques of the CPU matrix measured by `benchmarks/verdict_quality.py`, fed to the gate's own "
+        "code (`pytest_diffaccel/latency_model.py`: each technique's history drawn at its spread, blocks sharing 90% "
+        "of their run's noise, `latency.judge` deciding; max-slowdown 10%, alpha 0.0005, up to 3 blocks). Every rule "
+        f"gets the same histories and runs: {results['matrix_runs']:,} clean runs of the whole matrix per history "
+        f"length, {results['detection_runs']:,} runs with `{slowed}` slowed per slowdown.",
         "",
-        "## The spreads measured on the CPU",
+        f"## 2 busy cores ({span(busy)})",
         "",
-        *table_lines(measured),
+        f"Measured with a 3-run history while other work shared the cores (`git show {BUSY_COMMIT}:docs/verdict-quality.json`): "
+        "the techniques' spreads far apart, the case the rule before failed.",
         "",
-        f"## Alike tests: every technique at {spreads[slowed]:.1%}",
+        *table_lines(tables["busy"]),
+        "",
+        f"## 2 idle cores ({span(idle)})",
+        "",
+        "Measured with a 10-run history and nothing else on the cores ([Verdict quality](verdict-quality.md)).",
+        "",
+        *table_lines(tables["idle"]),
+        "",
+        f"## Alike tests: every technique at {busy[slowed]:.1%}",
         "",
         "What a machine whose techniques scatter alike (a GPU runner, typically) gets:",
         "",
-        *table_lines(alike),
+        *table_lines(tables["alike"]),
         "",
     ]
-    worst_now = max(row["false_alarm"] for row in measured[PLUGIN].values())
-    worst_before = max(row["false_alarm"] for row in measured[BEFORE].values())
+    worst_now = max(row["false_alarm"] for row in tables["busy"][PLUGIN].values())
+    worst_before = max(row["false_alarm"] for row in tables["busy"][BEFORE].values())
     full = str(HISTORIES[-1])
     lines += [
-        f"On the CPU's spreads the rule before failed up to {worst_before:.1%} of clean matrix runs (a short history, "
-        "the noisy techniques' spread pulled toward the quiet ones' median and then taken as known); the plugin's "
-        f"rule at most {worst_now:.1%}. What it pays for that is power while the history is short: with {full} runs "
-        f"of history it catches +20% in {measured[PLUGIN][full]['caught']['0.2']:.0%} of runs (the rule before "
-        f"{measured[BEFORE][full]['caught']['0.2']:.0%}), and the slowdowns it can't yet make significant are "
-        "*undecided*, with the runs of history that would decide them. On alike tests the fitted prior is heavy: "
-        f"+20% caught in {alike[PLUGIN][full]['caught']['0.2']:.0%} of runs with {full} runs of history "
-        f"({alike[BEFORE][full]['caught']['0.2']:.0%} by the rule before).",
+        f"On the busy cores the rule before failed up to {worst_before:.1%} of clean matrix runs (a short history, the "
+        "noisy techniques' spread pulled toward the quiet ones' median and then taken as known); the plugin's rule "
+        f"at most {worst_now:.1%}. What it pays for that is power while the history is short and the techniques far "
+        f"apart: with {full} runs of history it catches +20% in {tables['busy'][PLUGIN][full]['caught']['0.2']:.0%} of "
+        f"runs there (the rule before {tables['busy'][BEFORE][full]['caught']['0.2']:.0%}), and what it can't yet make "
+        "significant is *undecided*, with the runs of history that would decide it. On idle cores and on alike tests "
+        f"it catches +20% in {tables['idle'][PLUGIN][full]['caught']['0.2']:.0%} and "
+        f"{tables['alike'][PLUGIN][full]['caught']['0.2']:.0%} of runs with {full} runs of history.",
         "",
     ]
     return "\n".join(lines)

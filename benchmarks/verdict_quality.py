@@ -630,7 +630,9 @@ def matrix_rate_lines(raw: dict[str, Any], spreads: dict[str, float]) -> tuple[f
     lines += [
         "",
         f"Implied rate for a clean run of the whole {len(spreads)}-technique matrix: **{implied:.2%}** with "
-        f"{raw['history_runs']} runs of history, **{implied_full:.2%}** with {full} (target: at most 2%).",
+        f"{raw['history_runs']} runs of history"
+        + ("" if raw["history_runs"] == full else f", **{implied_full:.2%}** with {full}")
+        + " (target: at most 2%).",
         "",
     ]
     return implied, implied_full, lines
@@ -671,13 +673,15 @@ def detection_lines(
     raw: dict[str, Any], detection: dict[float, float], simulated: dict[float, tuple[float, float]]
 ) -> list[str]:
     full = history.DEFAULT_KEEP
+    same = raw["history_runs"] == full
     lines = [f"## Detection of a slowdown in one technique (`{raw.get('slowed', 'fuse-qkv')}`, fire drill)", "",
              "Real runs, and the share of runs the rule catches the slowdown in at the technique's measured spread "
              f"({DETECTION_RUNS:,} simulated runs of the matrix each, `latency_model.detection_rate`) with the "
-             f"{raw['history_runs']} runs of history recorded here and with {full}:", "",
+             f"{raw['history_runs']} runs of history recorded here"
+             + ("" if same else f" and with {full}") + ":", "",
              "| slowdown | runs | actual (median block 1 vs history) | failed the latency gate | confirmed (2+ blocks) "
-             f"| simulated, {raw['history_runs']} runs of history | simulated, {full} runs |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             f"| simulated, {raw['history_runs']} runs of history |" + ("" if same else f" simulated, {full} runs |"),
+             "|---:|---:|---:|---:|---:|---:|" + ("" if same else "---:|")]  # fmt: skip
     for level in detection:
         rows = [r for r in raw["slow"] if r["level"] == level]
         caught_runs = sum(r["latency_failed"] for r in rows)
@@ -686,7 +690,7 @@ def detection_lines(
         short, long = simulated.get(level, (math.nan, math.nan))
         lines.append(
             f"| +{level:.0%} | {len(rows)} | {actual:+.1%} | {rate(caught_runs, len(rows))} | "
-            f"{rate(confirmed, len(rows))} | {short:.0%} | {long:.0%} |"
+            f"{rate(confirmed, len(rows))} | {short:.0%} |" + ("" if same else f" {long:.0%} |")
         )
     return [*lines, ""]
 
@@ -787,8 +791,13 @@ def target_lines(
     lines.append(
         f"- A clean {len(raw['matrix'])}-technique matrix fails at most 2 runs in 100: {verdict_on(implied <= 0.02)} by "
         f"the rate the measured spreads imply with the {raw['history_runs']} runs of history recorded here "
-        f"({implied:.2%}); {verdict_on(implied_full <= 0.02)} with a history of {full} runs ({implied_full:.2%}); "
-        f"counted directly, {aa.runs_failed} of {aa.runs} runs failed a latency gate (that count can only bound the "
+        f"({implied:.2%}); "
+        + (
+            ""
+            if raw["history_runs"] == full
+            else f"{verdict_on(implied_full <= 0.02)} with a history of {full} runs ({implied_full:.2%}); "
+        )
+        + f"counted directly, {aa.runs_failed} of {aa.runs} runs failed a latency gate (that count can only bound the "
         f"rate below {upper95(aa.runs_failed, aa.runs):.0%}: about 150 clean runs, some 15 hours here, would be "
         "needed to show 2% directly)."
     )
@@ -804,8 +813,9 @@ def target_lines(
             short, long = simulated_rates[level]
             ok_long = long <= target if most else long >= target
             simulated = (
-                f"; simulated at the measured spread: {short:.0%} with {raw['history_runs']} runs of history, "
-                f"{long:.0%} with {full}: {verdict_on(ok_long)}"
+                f"; simulated at the measured spread: {short:.0%} with {raw['history_runs']} runs of history"
+                + ("" if raw["history_runs"] == full else f", {long:.0%} with {full}")
+                + f": {verdict_on(ok_long)}"
             )
         lines.append(f"- +{level:.0%} {'flagged' if most else 'detected'} in {word} {target:.0%} of runs: "
                      f"{verdict_on(ok)} on the real runs ({got:.0%} of {runs} runs){simulated}.")  # fmt: skip
@@ -835,7 +845,8 @@ def summary(raw: dict[str, Any]) -> str:
     ]
     if "matrix_rate_full_history" in numbers:
         rate_full, full = numbers["matrix_rate_full_history"]
-        lines.append(f"| the same, {full} runs of history (the default kept) | {rate_full:.2%} | <= 2% |")
+        if full != numbers["history_runs"]:
+            lines.append(f"| the same, {full} runs of history (the default kept) | {rate_full:.2%} | <= 2% |")
     targets = {"0.05": "<= 5%", "0.15": ">= 95%", "0.2": ">= 99%"}
     simulated = numbers.get("simulated_detection", {})
     for level, (got, count) in sorted(numbers["detection"].items(), key=lambda kv: float(kv[0])):

@@ -178,7 +178,8 @@ def test_detection_with_blocks_that_share_their_run():
     assert simulate(1.06, sigma=0.01, history_runs=10, trials=3000) <= 0.01
 
 
-# each technique's run-to-run spread on the CPU of docs/verdict-quality.md (fp32 first)
+# each technique's run-to-run spread measured on 2 busy cores with a 3-run history (fp32 first): the committed
+# docs/verdict-quality.json of commit 7c82fea, the case benchmarks/latency_calibration.py calls "busy"
 MEASURED_SPREADS = (0.109, 0.104, 0.074, 0.069, 0.055, 0.041, 0.038, 0.036, 0.033, 0.032, 0.032, 0.030, 0.027,
                     0.025, 0.024, 0.012, 0.010)  # fmt: skip
 
