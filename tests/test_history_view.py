@@ -25,6 +25,7 @@ from pytest_diffaccel.verdict import Gate, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "baselines" / "cpu-intel-r-xeon-r-processor.json"
+COMMITTED_TESTS = 23  # the tests of the committed Intel history (17 of the matrix, 6 quanto and gguf backends)
 TEST = "examples/test_acceleration.py::test_acceleration"
 
 
@@ -206,7 +207,7 @@ def test_the_command_prints_the_real_histories_as_one_table_per_environment(caps
         "test", "figure", "runs", "levels", "level", "mean", "spread", "last", "run", "last", "vs", "mean", "series"
     ]  # fmt: skip
     rows = {line.split()[0]: line for line in lines[4:]}
-    assert len(rows) == len(data["entries"]) == 17
+    assert len(rows) == len(data["entries"]) == COMMITTED_TESTS
     fp32 = [r["median"] for r in data["entries"][f"{TEST}[fp32]"]["runs"]]
     mean = math.exp(sum(map(math.log, fp32)) / len(fp32))
     cells = rows["test_acceleration[fp32]"].split()
@@ -224,7 +225,7 @@ def test_the_command_prints_the_real_histories_as_one_table_per_environment(caps
 
 
 def test_k_filters_the_rows(capsys, real):
-    status, out, _ = history_command(capsys, real, "-k", "fp32 or int8 and not weight")
+    status, out, _ = history_command(capsys, real, "-k", "fp32 or int8 and not (weight or quanto)")
     assert status == 0
     assert [line.split()[0] for line in out.splitlines()[4:]] == [
         "test_acceleration[fp32]",
@@ -235,10 +236,10 @@ def test_k_filters_the_rows(capsys, real):
 def test_charts_into_a_self_contained_html_file_and_a_png_grid(capsys, real, tmp_path):
     page = tmp_path / "out" / "history.html"
     status, out, _ = history_command(capsys, real, "--chart", page)
-    assert status == 0 and out.rstrip().endswith(f"charts: {page} (17 tests)")
+    assert status == 0 and out.rstrip().endswith(f"charts: {page} ({COMMITTED_TESTS} tests)")
     images = Images()
     images.feed(page.read_text())
-    assert len(images.found) == 17 and "history of test_acceleration[fp32]" in images.found
+    assert len(images.found) == COMMITTED_TESTS and "history of test_acceleration[fp32]" in images.found
     for src in images.found.values():
         assert png_size(src)[0] > 300  # each a real PNG, about 4.5 in wide at 110 dpi
     grid = tmp_path / "grid.png"
@@ -276,7 +277,10 @@ def test_hand_made_histories_schema_1_and_2_two_levels_one_run(capsys, tmp_path)
     ("args", "says"),
     [
         (["{tmp}/nowhere"], "baseline folder {tmp}/nowhere does not exist"),
-        (["{real}", "-k", "no-such-technique"], "no test of the 17 in {real} matches -k 'no-such-technique'"),
+        (
+            ["{real}", "-k", "no-such-technique"],
+            f"no test of the {COMMITTED_TESTS} in {{real}} matches -k 'no-such-technique'",
+        ),
         (["{real}", "-k", "fp32 or"], "-k 'fp32 or': the expression ends too early"),
         (["{real}", "--chart", "{tmp}/charts.pdf"], "--chart {tmp}/charts.pdf: the file must end in .html or .png"),
         (["{empty}"], "no baseline histories in {empty}"),
