@@ -27,6 +27,7 @@ Rules (the spread each test is judged with; everything else is ``latency.judge``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -77,16 +78,14 @@ def busy_spreads() -> dict[str, float]:
 
 
 def _median_prior_spreads(histories: Sequence[Sequence[float]], dof: float) -> list[history.Spread]:
-    """The rule before: the median of the tests' own spreads as a 4-run prior; ``dof`` the t test's (inf: normal)."""
+    """The rule before: the median of the tests' own spreads as a 4-run prior (history.spread moderates
+    toward it); ``dof`` the t test's (inf: the normal)."""
     owns = [history.within_level([runs]) for runs in histories]
     typical = [s for s, d in owns if s is not None and d >= history.MIN_OWN_DOF]
-    prior, tests = (stats.median(typical), len(typical)) if len(typical) >= history.MIN_MACHINE_TESTS else (0.05, 0)
-    weight = float(history.PRIOR_WEIGHT)
-    spreads = []
-    for runs, (own, own_dof) in zip(histories, owns, strict=True):
-        sigma = math.sqrt((weight * prior**2 + own_dof * (own or 0.0) ** 2) / (weight + own_dof))
-        spreads.append(history.Spread(sigma, len(runs), own_dof, own, prior, tests, prior_dof=dof))
-    return spreads
+    machine = history.NO_PRIOR
+    if len(typical) >= history.MIN_MACHINE_TESTS:
+        machine = history.Prior(stats.median(typical), float(history.PRIOR_WEIGHT), len(typical))
+    return [dataclasses.replace(history.spread([runs], "ratio", machine), prior_dof=dof) for runs in histories]
 
 
 def normal_median(histories: Sequence[Sequence[float]]) -> list[history.Spread]:
@@ -98,8 +97,6 @@ def t_median(histories: Sequence[Sequence[float]]) -> list[history.Spread]:
 
 
 def normal_fitted(histories: Sequence[Sequence[float]]) -> list[history.Spread]:
-    import dataclasses
-
     return [dataclasses.replace(s, prior_dof=math.inf) for s in latency_model.plugin_spreads(histories)]
 
 

@@ -85,31 +85,27 @@ def center(values: Sequence[float]) -> float:
     return stats.mean(values) if len(values) <= 2 else stats.median(values)
 
 
-def deciding_runs(d: float, sigma: float, alpha: float, spread: Spread | None = None) -> int | None:
+def deciding_runs(d: float, spread: Spread, alpha: float) -> int | None:
     """The history length n at which an estimate d (log) would be significant at this spread:
     d > t_alpha * sigma * sqrt(1 + 1/n), t_alpha on the degrees of freedom n runs would give (n minus
-    the levels so far, plus the runs the prior is worth; the normal's without ``spread``). None when no
-    length would (d within the normal's z_alpha * sigma, the limit of a long history)."""
+    the levels so far, plus the runs the prior is worth). None when no length would (d within the
+    normal's z_alpha * sigma, the limit of a long history)."""
+    sigma = spread.sigma
     z = stats.normal_isf(alpha) * sigma
     if z <= 0 or d <= z:
         return None
-    if spread is None:
-        return max(1, math.ceil(1.0 / ((d / z) ** 2 - 1.0)))
     levels = spread.runs - spread.own_dof  # the levels of the history: each costs a degree of freedom
-
     n = 1
     while d <= stats.student_isf(alpha, max(n - levels, 0) + spread.prior_dof) * sigma * math.sqrt(1.0 + 1.0 / n):
         n = n + 1 if n < 64 else n * 2  # past 64 runs, doubling: the answer is "very many" either way
     return n
 
 
-def detectable_ratio(
-    sigma: float, history_runs: int, max_slowdown: float, alpha: float, dof: float = math.inf
-) -> float:
+def detectable_ratio(spread: Spread, history_runs: int, max_slowdown: float, alpha: float) -> float:
     """The smallest slowdown that blocks exactly at it would fail: beyond max-slowdown and significant
     (the blocks of one run share its noise: their number does not shrink the standard error)."""
-    se = sigma * math.sqrt(1.0 + 1.0 / max(history_runs, 1))
-    return math.exp(max(math.log1p(max_slowdown), stats.student_isf(alpha, dof) * se))
+    se = spread.sigma * math.sqrt(1.0 + 1.0 / max(history_runs, 1))
+    return math.exp(max(math.log1p(max_slowdown), stats.student_isf(alpha, spread.dof) * se))
 
 
 def judge(
@@ -157,16 +153,17 @@ def judge(
         elif k >= 2 and any(beyond) and not all(beyond):
             state = "another"
             reason = "the blocks disagree about max-slowdown: one more block"
+    # how long a history would decide it: only for a pass beyond max-slowdown, computed once
+    deciding = deciding_runs(d, spread, alpha) if state == "pass" and d > threshold else None
     if state == "fail":
         reason = f"beyond max-slowdown {max_slowdown:.0%} and significant (p < alpha {alpha:g})"
     elif state == "pass":
         if d <= threshold:
             reason = f"inside max-slowdown {max_slowdown:.0%}"
         elif not significant and majority:
-            runs = deciding_runs(d, spread.sigma, alpha, spread)
             decide = (
-                f"a history of about {runs} runs at this spread would decide it"
-                if runs is not None
+                f"a history of about {deciding} runs at this spread would decide it"
+                if deciding is not None
                 else "no history length decides it at this spread: the machine is too noisy for this gate"
             )
             reason = (
@@ -189,13 +186,13 @@ def judge(
         spread=spread,
         max_slowdown=max_slowdown,
         alpha=alpha,
-        detectable=detectable_ratio(spread.sigma, len(history), max_slowdown, alpha, dof),
+        detectable=detectable_ratio(spread, len(history), max_slowdown, alpha),
         regression=state == "fail",
         improvement=state == "pass" and d < -threshold and p_faster < alpha,
         reason=reason,
         drifted=drift,
         undecided=state == "pass" and d > threshold and majority and not significant,
-        deciding_runs=deciding_runs(d, spread.sigma, alpha, spread) if state == "pass" and d > threshold else None,
+        deciding_runs=deciding,
     )
 
 
