@@ -49,9 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--unet-steps", type=int, default=4000)
     parser.add_argument("--unet-batch", type=int, default=32)
     parser.add_argument("--unet-lr", type=float, default=1e-3)
-    parser.add_argument("--tiny-vae-steps", type=int, default=1000)
+    parser.add_argument("--tiny-vae-steps", type=int, default=3000)
     parser.add_argument("--sdxl-steps", type=int, default=4000)
-    parser.add_argument("--flux-steps", type=int, default=3000)
+    parser.add_argument("--flux-steps", type=int, default=8000)
     parser.add_argument(
         "--offset-noise",
         type=float,
@@ -65,6 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="fixed so that reruns are bit-identical")
     parser.add_argument("--quick", action="store_true", help="a handful of steps on a small data set")
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="train nothing: score the presets in --out (caption score at each --score-seeds seed) and add "
+        "the scores to its TRAINING.json",
+    )
+    parser.add_argument("--score-seeds", default="0,1,2,3", help="with --score-only: the seeds scored")
     parser.add_argument(
         "--stages",
         default="vae,unet,tiny-vae,sdxl,flux",
@@ -477,8 +484,8 @@ def save_sd(out: Path, vae, unet, text_encoder, tokenizer, name: str = "tiny-sd"
     make_portable(out / name)
 
 
-def caption_scores(out: Path, names: list[str]) -> dict[str, str]:
-    """Each preset's caption score (tiny.caption_score) at its default call, loaded from ``out``."""
+def caption_scores(out: Path, names: list[str], seed: int = 0) -> dict[str, str]:
+    """Each preset's caption score (tiny.caption_score) at its default call and ``seed``, loaded from ``out``."""
     import dataclasses
 
     import torch
@@ -502,14 +509,15 @@ def caption_scores(out: Path, names: list[str]) -> dict[str, str]:
                 num_inference_steps=info.steps,
                 height=tiny.IMAGE_SIZE,
                 width=tiny.IMAGE_SIZE,
-                generator=torch.Generator("cpu").manual_seed(0),
+                generator=torch.Generator("cpu").manual_seed(seed),
                 output_type="pt",
                 **kwargs,
             )
         right, total, details = tiny.caption_score(to_numpy_images(images), chosen)
         scores[name] = f"{right}/{total}"
         wrong = [f"{d['caption']}: {d['colour']} on {d['background']}" for d in details if not d["right"]]
-        log(f"{name}: {right}/{total} captions drawn right" + (f" (wrong: {'; '.join(wrong[:8])})" if wrong else ""))
+        said = f" (wrong: {'; '.join(wrong[:8])})" if wrong else ""
+        log(f"{name}, seed {seed}: {right}/{total} captions drawn right{said}")
     return scores
 
 
@@ -565,12 +573,29 @@ def digest(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def score_only(args: argparse.Namespace) -> int:
+    """--score-only: the caption score of every preset in --out at each seed, added to its TRAINING.json."""
+    out: Path = args.out
+    seeds = [int(seed) for seed in args.score_seeds.split(",") if seed.strip()]
+    presets = [p.name for p in sorted(out.iterdir()) if (p / "model_index.json").is_file()]
+    by_seed = {str(seed): caption_scores(out, presets, seed) for seed in seeds}
+    path = out / "TRAINING.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    info["caption_score_seeds"] = {name: {seed: by_seed[seed][name] for seed in by_seed} for name in presets}
+    info["caption_score_command"] = f"python scripts/train_tiny.py --score-only --score-seeds {args.score_seeds}"
+    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    log(f"caption scores at seeds {seeds} written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
+    if args.score_only:
+        return score_only(args)
     started = time.perf_counter()
     out: Path = args.out
     sd_dir, tvae_dir = out / "tiny-sd", out / "tiny-vae"
