@@ -404,6 +404,30 @@ def pytest_diffaccel_register_techniques(register):
 
             scheduler.set_timesteps = nudged
         return pipe
+
+    @register("words-swapped", min_ssim=QUANTIZED)
+    def words_swapped(pipe):
+        if MUTATE:  # the prompt's colour and background words swapped before encoding
+            encode = pipe.encode_prompt
+
+            def swapped(prompt, *args, **kwargs):
+                texts = [prompt] if isinstance(prompt, str) else list(prompt)
+                words = [t.split() for t in texts]
+                texts = [" ".join([w[0], w[5], *w[2:5], w[1], *w[6:]]) if len(w) == 7 else t for w, t in zip(words, texts)]
+                return encode(texts, *args, **kwargs)
+
+            pipe.encode_prompt = swapped
+        return pipe
+
+    @register("no-cross-attention", min_ssim=QUANTIZED)
+    def no_cross_attention(pipe):
+        if MUTATE:  # the UNet's cross-attention outputs zeroed: the text no longer reaches the picture
+            with torch.no_grad():
+                for name, module in pipe.unet.named_modules():
+                    if name.endswith("attn2"):
+                        module.to_out[0].weight.zero_()
+                        module.to_out[0].bias.zero_()
+        return pipe
 """
 
 CASES = (
@@ -417,6 +441,8 @@ CASES = (
     ("int8-every-linear", "int8 dynamic on every linear layer, no size filter", "mutation"),
     ("nudged-scheduler", "scheduler sigmas scaled by 1.05", "mutation"),
     ("fuse-qkv (no-op)", "fuse-qkv that silently does nothing", "mutation"),
+    ("words-swapped", "prompt's colour and background words swapped", "mutation"),
+    ("no-cross-attention", "UNet cross-attention zeroed", "mutation"),
     ("fp32", "fp32", "clean"),
     ("bf16", "bf16", "clean"),
     ("fp16", "fp16", "clean"),
@@ -429,7 +455,7 @@ CASES = (
     ("int8-weight-only", "int8-weight-only", "clean"),
     ("tiny-vae", "tiny-vae", "clean"),
 )
-FIDELITY_GATES = ("broken", "fidelity", "fidelity regression", "not applied", "measurement")
+FIDELITY_GATES = ("broken", "fidelity", "fidelity regression", "caption", "not applied", "measurement")
 
 
 def fidelity_verdicts(path: Path) -> dict[str, dict[str, Any]]:

@@ -3,7 +3,7 @@
 ``Benchmark._run`` is the conductor: a short list of steps, each in its own room.
 1. the fp32 reference of the call (once per session);
 2. block 1: warm-up, timed rounds interleaved with a fresh fp32 reference (blocks.py);
-3. fidelity vs the reference (fidelity.py);
+3. fidelity vs the reference (fidelity.py), and the captions it still shows (captions.py);
 4. the latency verdict against the test's run history, with confirmation blocks for a suspect
    technique (latency.py, measured by blocks.py), and the compile and cold-start figures;
 5. the gates (verdict.py) and the Result.
@@ -19,6 +19,7 @@ import pytest
 
 from . import breakdown, fidelity, history, latency, thumbnails, verdict
 from .blocks import Block, BlockMaker
+from .captions import CaptionCheck
 from .config import Settings
 from .measure import Call, Measurement, generate
 from .results import Result, series_of
@@ -84,6 +85,7 @@ class Benchmark:
         first = maker.first(pipe, contexts_of(self.applied), reuse)
         seeds = self._seeds(pipe, call, first, reference, maker)
         scores, why_broken = fidelity.over_seeds(seeds)
+        captioned = state.caption_check(call, seeds) if why_broken is None else None
         effects = self._effects(pipe, call, maker)
         entry, note = state.baseline_for(test_id, call)
         regression = self._regression(entry, seeds, scores)
@@ -93,7 +95,18 @@ class Benchmark:
         figures = self._figures(first, entry)
         changes = state.stack_changes(entry)  # the software changes since the history's newest run
         decision = self._decide(
-            first, scores, why_broken, entry, note, judgement, figures, reference, regression, effects, changes
+            first,
+            scores,
+            why_broken,
+            entry,
+            note,
+            judgement,
+            figures,
+            reference,
+            regression,
+            captioned,
+            effects,
+            changes,
         )
         result = self._result(test_id, call, first, blocks, figure, scores, reference, note, decision, reuse)
         result.stack_changes = changes
@@ -240,6 +253,7 @@ class Benchmark:
         figures: list[tuple[str, latency.Judgement]],
         reference: Any,
         regression: fidelity.Regression | None,
+        captioned: CaptionCheck | None,
         effects: list[tuple[str, Any]],
         changes: list[str],
     ) -> verdict.Verdict:
@@ -254,6 +268,7 @@ class Benchmark:
                 psnr=scores.psnr if scores else None,
                 min_ssim=self.state.min_ssim(self.spec, self.settings),
                 regression=regression,
+                captions=captioned,
                 effects=[(label, e.applied, e.checked, e.line) for label, e in effects],
                 latency=judgement,
                 figures=figures,

@@ -104,7 +104,7 @@ def parse_prompts(value: Any, name: str) -> tuple[str, ...]:
 
 
 GATE_NAMES = (
-    "broken", "fidelity", "fidelity regression", "not applied", "speed-up", "syncs", "latency",
+    "broken", "fidelity", "fidelity regression", "caption", "not applied", "speed-up", "syncs", "latency",
     "compile time", "cold start", "memory", "baseline",
 )  # fmt: skip
 

@@ -92,11 +92,11 @@ class Result:
 
     @property
     def fidelity_ok(self) -> bool:
-        """Broken-image, fidelity (vs the reference and its own baseline) and measurement gates passed:
+        """Broken-image, fidelity (vs the reference and its own baseline), caption and measurement gates passed:
         the only results that may become a baseline."""
         if self.verdict is None or not self.measured:
             return False
-        kept = ("broken", "fidelity", "fidelity regression", "not applied", "measurement")
+        kept = ("broken", "fidelity", "fidelity regression", "caption", "not applied", "measurement")
         return all(g.passed for g in self.verdict.gates if g.name in kept)
 
     def failure_message(self) -> str:

@@ -10,7 +10,7 @@ import contextlib
 import gc
 import importlib
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -316,6 +316,19 @@ class DiffaccelSession:
         if entry.get("model") not in (None, self.info.name):
             return None, f"baseline recorded for model {entry.get('model')}: not compared"
         return entry, "baseline"
+
+    def caption_check(self, call: Call, seeded: Sequence[tuple[int, Any, Any]]) -> Any:
+        """The caption gate's reading of (seed, images, reference images) per seed (captions.CaptionCheck),
+        for a bundled preset that draws its captions; None for another model or prompts that are no captions."""
+        if not self.info.draws_captions:
+            return None
+        from . import captions
+
+        kwargs = call.kwargs()  # a test's own prompt= or num_inference_steps= replaces the session's
+        prompts = kwargs["prompt"]
+        found = captions.check([prompts] if isinstance(prompts, str) else list(prompts), seeded)
+        why = captions.too_few_steps(kwargs.get("num_inference_steps"), self.info.steps)
+        return captions.CaptionCheck(0, found.total, unjudged=why) if found is not None and why else found
 
     def ssim_overrides(self) -> dict[str, float]:
         """Each built-in technique's SSIM floor for this model (floors.py), over the model's own overrides."""

@@ -3,7 +3,9 @@
 Gates, in the order they are judged (every gate is judged; the first failure heads the message):
 1. broken image (NaN/Inf or constant), judged before any SSIM;
 2. fidelity: SSIM vs the fp32 reference below the threshold; then fidelity regression: the SSIM
-   dropped, or the picture moved, vs the technique's own baseline beyond a measured tolerance;
+   dropped, or the picture moved, vs the technique's own baseline beyond a measured tolerance; then
+   caption (bundled presets, captioned prompts): a picture no longer shows the caption the fp32
+   reference's picture of the same prompt and seed shows (captions.py);
 3. speed-up: below ``min_speedup`` vs the fp32 reference of this run (when set);
 4. latency: the run-level rule of latency.py against the test's run history (blocks confirmed
    before any failure, judged with the history's run-to-run spread);
@@ -24,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .captions import CaptionCheck
 from .fidelity import Regression
 from .latency import Judgement
 from .units import fmt_bytes
@@ -49,6 +52,7 @@ class Inputs:
     psnr: float | None
     min_ssim: float
     regression: Regression | None = None  # fidelity vs the technique's own baseline (None: none stored)
+    captions: CaptionCheck | None = None  # the caption gate (None: not a bundled preset, or no captioned prompt)
     effects: Sequence[tuple[str, bool, bool, str]] = ()  # (part, applied, checked, line) per part
     latency: Judgement | None = None  # None: no history to judge against (baseline_note says why)
     figures: Sequence[tuple[str, Judgement]] = ()  # ("compile time", ...), ("cold start", ...)
@@ -127,6 +131,7 @@ def decide(inputs: Inputs) -> Verdict:
         _broken_gate(inputs),
         _fidelity_gate(inputs),
         *_regression_gates(inputs),
+        *_caption_gates(inputs),
         *_effect_gates(inputs),
         _speedup_gate(inputs),
         *_syncs_gates(inputs),
@@ -176,6 +181,18 @@ def _regression_gates(inputs: Inputs) -> list[Gate]:
     if moved and "fidelity" in inputs.accept:
         return [Gate("fidelity regression", True, ACCEPTED + inputs.regression.describe())]
     return [Gate("fidelity regression", not moved, inputs.regression.describe())]
+
+
+def _caption_gates(inputs: Inputs) -> list[Gate]:
+    """2b'. the pictures still show the captions the fp32 reference's show (bundled presets)."""
+    if inputs.captions is None or inputs.broken:
+        return []
+    return [caption_gate(inputs.captions)]
+
+
+def caption_gate(check: CaptionCheck) -> Gate:
+    """The caption gate of a reading (captions.check); a search's candidate is judged by it too."""
+    return Gate("caption", not check.failed, check.describe(), judged=check.judged)
 
 
 def _effect_gates(inputs: Inputs) -> list[Gate]:

@@ -19,6 +19,7 @@ land in. Sections and their sources:
 * ``search-output``: a real `--diffaccel-search` run (docs/search-output.txt, --record);
 * ``techniques``: the technique table (scripts/techniques_table.py over docs/examples.json);
 * ``floors``: the SSIM floors (pytest_diffaccel/floors.json, benchmarks/fidelity_floors.py);
+* ``captions``: how many captions each bundled preset draws right, per seed (models/presets/TRAINING.json);
 * ``default-floors``: the floors a model nobody measured gets, in one sentence (floors.json);
 * ``verdict``: the latency verdict's quality (docs/verdict-quality.json, benchmarks/verdict_quality.py);
 * ``same-threshold``: pytest-benchmark's rule at our threshold on the same samples (docs/verdict-quality.json);
@@ -149,6 +150,23 @@ def floors() -> str:
 
     data = json.loads(floors_module.FLOORS_FILE.read_text())
     return fidelity_floors.render_tables(data)
+
+
+def captions() -> str:
+    """How many of the 30 colour x background captions each bundled preset draws, per seed (TRAINING.json)."""
+    from pytest_diffaccel.models import PRESETS_DIR
+
+    info = json.loads((PRESETS_DIR / "TRAINING.json").read_text())
+    by_seed = info.get("caption_score_seeds", {})
+    seeds = sorted({seed for scores in by_seed.values() for seed in scores}, key=int)
+    rows = ["| preset | " + " | ".join(f"seed {seed}" for seed in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    rows += [f"| `{name}` | " + " | ".join(by_seed[name][seed] for seed in seeds) + " |" for name in sorted(by_seed)]
+    return (
+        f"Captions drawn right at the preset's default call (`{info.get('caption_score_command', '')}`, "
+        "recorded in `pytest_diffaccel/models/presets/TRAINING.json`; a picture is right when its background "
+        "and its shape's colour are the named ones, nearest of the palette, and the shape covers 2-50% of it):\n\n"
+        + "\n".join(rows)
+    )
 
 
 def default_floors() -> str:
@@ -296,6 +314,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "search-output": search_output,
     "techniques": techniques,
     "floors": floors,
+    "captions": captions,
     "default-floors": default_floors,
     "verdict": verdict,
     "same-threshold": same_threshold,

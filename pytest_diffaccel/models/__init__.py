@@ -42,6 +42,7 @@ class ModelInfo:
     # technique -> SSIM threshold where this model measures a technique differently from a real one
     ssim_overrides: tuple[tuple[str, float], ...] = ()
     call_extra: tuple[tuple[str, Any], ...] = ()  # extra call kwargs the preset needs (T5 length)
+    draws_captions: bool = False  # trained on tiny's captions: the caption gate can read its pictures
 
     @property
     def label(self) -> str:
@@ -70,6 +71,7 @@ def _tiny(name: str, family: str, pipeline_class: str, description: str, **kwarg
         # tiny presets) where a 1024 px image with 512 px tiles barely moves. On a tiny preset
         # vae-tiling is a code-path check; the broken-image gate still applies.
         "ssim_overrides": (("vae-tiling", 0.10),),
+        "draws_captions": True,
     }
     return _preset(
         name,
@@ -88,7 +90,7 @@ PRESETS: dict[str, ModelInfo] = {
         "unet",
         "StableDiffusionXLPipeline",
         "Stable Diffusion XL architecture (two text encoders, text_time conditioning)",
-        # the bundled tiny VAE, distilled on tiny-sd's latents, is less faithful on tiny-sdxl's (0.43)
+        # the bundled tiny VAE, distilled on tiny-sd's latents, is less faithful on tiny-sdxl's (floors.json)
         ssim_overrides=(("vae-tiling", 0.10), ("tiny-vae", 0.35)),
     ),
     "tiny-flux": _tiny(

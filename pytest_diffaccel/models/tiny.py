@@ -43,6 +43,18 @@ def caption(shape: str, colour: str, background: str) -> str:
     return f"a {colour} {shape} on a {background} background"
 
 
+def parse_caption(text: str) -> Sample | None:
+    """The Sample a prompt names when it is a caption of the data set ("a red circle on a white
+    background", any case and spacing), else None. Centre and radius: a typical picture's."""
+    words = text.lower().split()
+    if len(words) != 7 or words[0] != "a" or words[3:5] != ["on", "a"] or words[6] != "background":
+        return None
+    colour, shape, background = words[1], words[2], words[5]
+    if colour not in COLOURS or shape not in SHAPES or background not in BACKGROUNDS:
+        return None
+    return Sample(shape, colour, background, (IMAGE_SIZE / 2, IMAGE_SIZE / 2), 15.5)
+
+
 def caption_words() -> list[str]:
     words = ["a", "on", "background", *SHAPES, *COLOURS, *BACKGROUNDS]
     return sorted(set(words))
@@ -418,11 +430,15 @@ def caption_score(images: Any, chosen: Sequence[Sample], shapes: bool = False) -
     details = []
     for image, sample in zip(images, chosen, strict=True):
         found = read_picture(image)
-        right = (
-            found["background"] == sample.background
-            and found["colour"] == sample.colour
-            and 0.02 <= found["area"] <= 0.5
-            and (not shapes or found["shape"] == sample.shape)
-        )
-        details.append({"caption": sample.caption, "right": right, **found})
+        details.append({"caption": sample.caption, "right": shows(found, sample, shapes), **found})
     return sum(d["right"] for d in details), len(details), details
+
+
+def shows(found: dict[str, Any], sample: Sample, shapes: bool = False) -> bool:
+    """Whether a picture read by ``read_picture`` shows ``sample``'s caption (see ``caption_score``)."""
+    return (
+        found["background"] == sample.background
+        and found["colour"] == sample.colour
+        and 0.02 <= found["area"] <= 0.5
+        and (not shapes or found["shape"] == sample.shape)
+    )

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import fidelity
 from ..techniques.registry import NOT_CHECKED, Effect, Spec
-from ..verdict import Gate
+from ..verdict import Gate, caption_gate
 from .engine import SearchConfig, search
 from .result import CandidateMeasurement, SearchResult, failed
 
@@ -116,7 +116,7 @@ class RealMeasure:
             return None, [Gate("broken", False, str(why))]
         threshold = self.state.min_ssim(spec, self.settings)
         shown = f"SSIM {worst.ssim:.4f} vs fp32 over {len(seeded)} seed(s)"
-        return worst.ssim, [
+        gates = [
             Gate("broken", True, "images are finite and not constant"),
             Gate(
                 "fidelity",
@@ -124,6 +124,8 @@ class RealMeasure:
                 f"{shown} {'>=' if worst.ssim >= threshold else '<'} {threshold:.4f}",
             ),
         ]
+        check = self.state.caption_check(self.call, seeded)
+        return worst.ssim, gates if check is None else [*gates, caption_gate(check)]
 
     def _effect(self, spec: Spec, pipe: Any, applied: Any, contexts: list[Any]) -> Gate:
         if self.effect is None:
