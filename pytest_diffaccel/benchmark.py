@@ -85,7 +85,7 @@ class Benchmark:
         first = maker.first(pipe, contexts_of(self.applied), reuse)
         seeds = self._seeds(pipe, call, first, reference, maker)
         scores, why_broken = fidelity.over_seeds(seeds)
-        captioned = state.caption_check(call, seeds) if why_broken is None else None
+        captioned = state.caption_check(call, seeds, spec) if why_broken is None else None
         effects = self._effects(pipe, call, maker)
         entry, note = state.baseline_for(test_id, call)
         regression = self._regression(entry, seeds, scores)

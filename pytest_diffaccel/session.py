@@ -317,7 +317,7 @@ class DiffaccelSession:
             return None, f"baseline recorded for model {entry.get('model')}: not compared"
         return entry, "baseline"
 
-    def caption_check(self, call: Call, seeded: Sequence[tuple[int, Any, Any]]) -> Any:
+    def caption_check(self, call: Call, seeded: Sequence[tuple[int, Any, Any]], spec: Spec) -> Any:
         """The caption gate's reading of (seed, images, reference images) per seed (captions.CaptionCheck),
         for a bundled preset that draws its captions; None for another model or prompts that are no captions."""
         if not self.info.draws_captions:
@@ -327,7 +327,10 @@ class DiffaccelSession:
         kwargs = call.kwargs()  # a test's own prompt= or num_inference_steps= replaces the session's
         prompts = kwargs["prompt"]
         found = captions.check([prompts] if isinstance(prompts, str) else list(prompts), seeded)
-        why = captions.too_few_steps(kwargs.get("num_inference_steps"), self.info.steps)
+        exempt = dict(self.info.caption_exempt)
+        why = captions.too_few_steps(kwargs.get("num_inference_steps"), self.info.steps) or "; ".join(
+            f"{p.technique.name}: {exempt[p.technique.name]}" for p in spec.parts if p.technique.name in exempt
+        )
         return captions.CaptionCheck(0, found.total, unjudged=why) if found is not None and why else found
 
     def ssim_overrides(self) -> dict[str, float]:

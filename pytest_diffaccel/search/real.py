@@ -124,7 +124,7 @@ class RealMeasure:
                 f"{shown} {'>=' if worst.ssim >= threshold else '<'} {threshold:.4f}",
             ),
         ]
-        check = self.state.caption_check(self.call, seeded)
+        check = self.state.caption_check(self.call, seeded, spec)
         return worst.ssim, gates if check is None else [*gates, caption_gate(check)]
 
     def _effect(self, spec: Spec, pipe: Any, applied: Any, contexts: list[Any]) -> Gate:
