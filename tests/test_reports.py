@@ -118,7 +118,7 @@ def test_json_is_read_by_pytest_benchmark_compare(reports):
     assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= set(data)
     names = {b["extra_info"]["technique"]: b for b in data["benchmarks"]}
     assert set(names) == {"fp32", "noisy-unet"}
-    assert names["noisy-unet"]["extra_info"]["verdict"] == "FAIL fidelity"
+    assert names["noisy-unet"]["extra_info"]["verdict"] == "FAIL fidelity, caption"  # 20% UNet noise: both
     assert len(names["fp32"]["stats"]["data"]) == names["fp32"]["stats"]["rounds"] == 6
     executable = shutil.which("pytest-benchmark")
     assert executable, "pytest-benchmark's command is installed with it"
@@ -139,7 +139,7 @@ def test_junit_properties(reports):
     case = next(c for name, c in cases.items() if "noisy-unet" in name)
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert properties["diffaccel_technique"] == "noisy-unet"
-    assert properties["diffaccel_verdict"] == "FAIL fidelity"
+    assert properties["diffaccel_verdict"] == "FAIL fidelity, caption"
     assert float(properties["diffaccel_ssim"]) < 0.93
     assert float(properties["diffaccel_median_s"]) > 0
 
