@@ -326,12 +326,11 @@ class DiffaccelSession:
 
         kwargs = call.kwargs()  # a test's own prompt= or num_inference_steps= replaces the session's
         prompts = kwargs["prompt"]
-        found = captions.check([prompts] if isinstance(prompts, str) else list(prompts), seeded)
-        exempt = dict(self.info.caption_exempt)
-        why = captions.too_few_steps(kwargs.get("num_inference_steps"), self.info.steps) or "; ".join(
-            f"{p.technique.name}: {exempt[p.technique.name]}" for p in spec.parts if p.technique.name in exempt
+        floors = self.ssim_overrides()
+        why = captions.too_few_steps(kwargs.get("num_inference_steps"), self.info.steps) or captions.code_path_only(
+            {p.technique.name: floors[p.technique.name] for p in spec.parts if p.technique.name in floors}
         )
-        return captions.CaptionCheck(0, found.total, unjudged=why) if found is not None and why else found
+        return captions.check([prompts] if isinstance(prompts, str) else list(prompts), seeded, unjudged=why)
 
     def ssim_overrides(self) -> dict[str, float]:
         """Each built-in technique's SSIM floor for this model (floors.py), over the model's own overrides."""

@@ -9,8 +9,11 @@ import json
 import numpy as np
 
 from pytest_diffaccel import captions, verdict
+from pytest_diffaccel.config import Settings
 from pytest_diffaccel.models import PRESETS, model_info, tiny
 from pytest_diffaccel.parsers import parse_gates
+from pytest_diffaccel.session import DiffaccelSession
+from pytest_diffaccel.techniques import builtin_registry
 
 RED_CIRCLE = tiny.caption("circle", "red", "white")
 BLUE_TRIANGLE = tiny.caption("triangle", "blue", "gray")
@@ -180,3 +183,21 @@ def test_a_call_with_fewer_steps_than_the_preset_is_not_judged():
     assert why == "the presets draw their captions at 8 steps or more; this call takes 2"
     unjudged = captions.CaptionCheck(0, 4, unjudged=why)
     assert not unjudged.judged and not unjudged.failed and unjudged.describe() == f"not judged: {why}"
+
+
+def test_a_technique_judged_as_a_code_path_is_not_judged_by_its_captions():
+    """vae-tiling on a tiny preset: its floor (floors.json) accepts any picture that is not broken, so its
+    captions are not judged either; the same lost picture fails fp32's caption gate."""
+    assert captions.code_path_only({"fp32": 0.998, "tiny-vae": 0.673}) == ""
+    assert captions.code_path_only({"compile": 0.998, "vae-tiling": 0.05}) == (
+        "vae-tiling (SSIM floor 0.05): a code-path check on this model, "
+        "whose floor accepts any picture that is not broken"
+    )
+    settings = Settings(model="tiny-sd", prompt=(RED_CIRCLE,))
+    session = DiffaccelSession(settings, builtin_registry())
+    call = session.call_for(settings)
+    lost = [(0, pictures(sample(RED_CIRCLE, colour="green")), pictures(sample(RED_CIRCLE)))]
+    tiled = session.caption_check(call, lost, session.registry.parse("compile+vae-tiling"))
+    assert (tiled.total, tiled.judged, tiled.failed) == (1, False, False)
+    assert tiled.unjudged.startswith("vae-tiling (SSIM floor 0.05)"), tiled.unjudged
+    assert session.caption_check(call, lost, session.registry.parse("fp32")).failed

@@ -43,7 +43,6 @@ class ModelInfo:
     ssim_overrides: tuple[tuple[str, float], ...] = ()
     call_extra: tuple[tuple[str, Any], ...] = ()  # extra call kwargs the preset needs (T5 length)
     draws_captions: bool = False  # trained on tiny's captions: the caption gate can read its pictures
-    caption_exempt: tuple[tuple[str, str], ...] = ()  # technique -> why the caption gate can't judge it here
 
     @property
     def label(self) -> str:
@@ -70,10 +69,10 @@ def _tiny(name: str, family: str, pipeline_class: str, description: str, **kwarg
         # At 64 px, 32 px tiles are far smaller than the decoder's receptive field (its mid-block
         # attends over the whole latent): tiling redraws the picture (SSIM 0.16-0.47 measured on the
         # tiny presets) where a 1024 px image with 512 px tiles barely moves. On a tiny preset
-        # vae-tiling is a code-path check; the broken-image gate still applies.
+        # vae-tiling is a code-path check; the broken-image gate still applies (and no caption gate:
+        # captions.code_path_only).
         "ssim_overrides": (("vae-tiling", 0.10),),
         "draws_captions": True,
-        "caption_exempt": (("vae-tiling", "at 64 px its 32 px tiles redraw the picture: a code-path check here"),),
     }
     return _preset(
         name,
