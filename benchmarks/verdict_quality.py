@@ -316,7 +316,7 @@ import os
 
 import torch
 
-from pytest_diffaccel import floors
+from pytest_diffaccel import floors, mutations
 from pytest_diffaccel.techniques import quantization
 
 MUTATE = os.environ.get("VQ_MUTATE") == "1"
@@ -407,27 +407,11 @@ def pytest_diffaccel_register_techniques(register):
 
     @register("words-swapped", min_ssim=QUANTIZED)
     def words_swapped(pipe):
-        if MUTATE:  # the prompt's colour and background words swapped before encoding
-            encode = pipe.encode_prompt
-
-            def swapped(prompt, *args, **kwargs):
-                texts = [prompt] if isinstance(prompt, str) else list(prompt)
-                words = [t.split() for t in texts]
-                texts = [" ".join([w[0], w[5], *w[2:5], w[1], *w[6:]]) if len(w) == 7 else t for w, t in zip(words, texts)]
-                return encode(texts, *args, **kwargs)
-
-            pipe.encode_prompt = swapped
-        return pipe
+        return mutations.swap_caption_words(pipe) if MUTATE else pipe
 
     @register("no-cross-attention", min_ssim=QUANTIZED)
     def no_cross_attention(pipe):
-        if MUTATE:  # the UNet's cross-attention outputs zeroed: the text no longer reaches the picture
-            with torch.no_grad():
-                for name, module in pipe.unet.named_modules():
-                    if name.endswith("attn2"):
-                        module.to_out[0].weight.zero_()
-                        module.to_out[0].bias.zero_()
-        return pipe
+        return mutations.zero_cross_attention(pipe) if MUTATE else pipe
 """
 
 CASES = (

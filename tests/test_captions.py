@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from pytest_diffaccel import captions, verdict
+from pytest_diffaccel import captions, mutations, verdict
 from pytest_diffaccel.config import Settings
 from pytest_diffaccel.models import PRESETS, model_info, tiny
 from pytest_diffaccel.parsers import parse_gates
@@ -115,32 +115,12 @@ def test_only_the_bundled_presets_draw_captions():
 # ----------------------------------------------------------------------------- end to end through pytester
 
 LOSERS = """
-import torch
+from pytest_diffaccel import mutations
 
 
 def pytest_diffaccel_register_techniques(register):
-    @register("swapped-words", min_ssim=0.0)
-    def swapped_words(pipe):
-        # the prompt's colour and background words swapped: "a white circle on a red background"
-        encode = pipe.encode_prompt
-
-        def swapped(prompt, *args, **kwargs):
-            texts = [prompt] if isinstance(prompt, str) else list(prompt)
-            words = [t.split() for t in texts]
-            texts = [" ".join([w[0], w[5], *w[2:5], w[1], *w[6:]]) if len(w) == 7 else t for w, t in zip(words, texts)]
-            return encode(texts, *args, **kwargs)
-
-        pipe.encode_prompt = swapped
-        return pipe
-
-    @register("no-cross-attention", min_ssim=0.0)
-    def no_cross_attention(pipe):
-        with torch.no_grad():
-            for name, module in pipe.unet.named_modules():
-                if name.endswith("attn2"):
-                    module.to_out[0].weight.zero_()
-                    module.to_out[0].bias.zero_()
-        return pipe
+    register("swapped-words", min_ssim=0.0)(mutations.swap_caption_words)
+    register("no-cross-attention", min_ssim=0.0)(mutations.zero_cross_attention)
 """
 
 
@@ -201,3 +181,10 @@ def test_a_technique_judged_as_a_code_path_is_not_judged_by_its_captions():
     assert (tiled.total, tiled.judged, tiled.failed) == (1, False, False)
     assert tiled.unjudged.startswith("vae-tiling (SSIM floor 0.05)"), tiled.unjudged
     assert session.caption_check(call, lost, session.registry.parse("fp32")).failed
+
+
+def test_the_word_swap_mutation_swaps_a_captions_colour_and_background_only():
+    seen: list[list[str]] = []
+    pipe = type("Pipe", (), {"encode_prompt": staticmethod(lambda texts, *a, **k: seen.append(texts))})()
+    mutations.swap_caption_words(pipe).encode_prompt([RED_CIRCLE, "an astronaut"], 1, guidance=True)
+    assert seen == [["a white circle on a red background", "an astronaut"]]
