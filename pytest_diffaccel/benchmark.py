@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -31,6 +31,15 @@ Seeded = tuple[int, Any, Any]  # (seed, the technique's images, the fp32 referen
 # The CPU's resident-set estimate moves by a few MiB between identical runs.
 MEMORY_SLACK = {"cuda": 1 << 20, "cpu": 64 << 20}
 MAX_CLEAN_TRIES = 2  # extra blocks measured, when saving, to replace blocks whose rounds drifted
+
+
+class Pictures(NamedTuple):
+    """What the pictures say, for the fidelity-side gates: broken, fidelity, fidelity regression, caption."""
+
+    scores: fidelity.Fidelity | None
+    broken: str | None  # why the picture is broken (NaN, blank...), or None
+    regression: fidelity.Regression | None
+    captions: CaptionCheck | None
 
 
 def contexts_of(applied: Any) -> list[Any]:
@@ -94,20 +103,8 @@ class Benchmark:
         judgement, note = self._latency(blocks, entry, note, figure, maker, pipe, reuse)
         figures = self._figures(first, entry)
         changes = state.stack_changes(entry)  # the software changes since the history's newest run
-        decision = self._decide(
-            first,
-            scores,
-            why_broken,
-            entry,
-            note,
-            judgement,
-            figures,
-            reference,
-            regression,
-            captioned,
-            effects,
-            changes,
-        )
+        pictures = Pictures(scores, why_broken, regression, captioned)
+        decision = self._decide(first, pictures, entry, note, judgement, figures, reference, effects, changes)
         result = self._result(test_id, call, first, blocks, figure, scores, reference, note, decision, reuse)
         result.stack_changes = changes
         _attach(result, seeds, scores, first, reference, effects, entry, figure)
@@ -245,15 +242,12 @@ class Benchmark:
     def _decide(
         self,
         first: Block,
-        scores: Any,
-        why_broken: str | None,
+        pictures: Pictures,
         entry: dict[str, Any] | None,
         note: str,
         judgement: latency.Judgement | None,
         figures: list[tuple[str, latency.Judgement]],
         reference: Any,
-        regression: fidelity.Regression | None,
-        captioned: CaptionCheck | None,
         effects: list[tuple[str, Any]],
         changes: list[str],
     ) -> verdict.Verdict:
@@ -263,12 +257,12 @@ class Benchmark:
             baseline_peak = None
         return verdict.decide(
             verdict.Inputs(
-                broken=why_broken,
-                ssim=scores.ssim if scores else None,
-                psnr=scores.psnr if scores else None,
+                broken=pictures.broken,
+                ssim=pictures.scores.ssim if pictures.scores else None,
+                psnr=pictures.scores.psnr if pictures.scores else None,
                 min_ssim=self.state.min_ssim(self.spec, self.settings),
-                regression=regression,
-                captions=captioned,
+                regression=pictures.regression,
+                captions=pictures.captions,
                 effects=[(label, e.applied, e.checked, e.line) for label, e in effects],
                 latency=judgement,
                 figures=figures,
