@@ -33,7 +33,8 @@ def test_parse_caption_reads_the_data_sets_captions_only():
     parsed = tiny.parse_caption("A  Red circle on a white BACKGROUND")
     assert (parsed.shape, parsed.colour, parsed.background) == ("circle", "red", "white")
     assert all(tiny.parse_caption(s.caption) == s for s in tiny.caption_samples(all_shapes=True))
-    for text in ("a cat", "a pink circle on a white background", "a red circle on a red", "", "red circle"):
+    negatives = ("a cat", "a pink circle on a white background", "a red circle on a red", "", "red circle")
+    for text in (*negatives, "a red circle in the white background", "the red circle on a white background"):
         assert tiny.parse_caption(text) is None, text
 
 
