@@ -224,6 +224,24 @@ def test_caption_score_reads_rendered_pictures():
     assert tiny.caption_score(flat, chosen)[0] == 0  # no shape, no right answer
 
 
+def test_the_committed_weights_are_the_ones_the_training_run_recorded():
+    """Each bundled preset's weights hash to the digest TRAINING.json records for them (the training
+    script's own digest: tensor names, dtypes, shapes, bytes), and, where a full rerun from a clean
+    state confirmed them, to that rerun's: a weight file changed or swapped by hand fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_tiny", ROOT / "scripts" / "train_tiny.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    presets = ROOT / "pytest_diffaccel" / "models" / "presets"
+    info = json.loads((presets / "TRAINING.json").read_text())
+    found = {p.name: script.digest(p) for p in sorted(presets.iterdir()) if p.is_dir()}
+    assert found == info["sha256_16"]
+    if "confirmed" in info:
+        assert info["confirmed"]["sha256_16"] == info["sha256_16"], info["confirmed"]
+
+
 CAPTION_GOAL = 27  # of the 30 captions, at the preset's default call and seed 0 (issue #22)
 
 
