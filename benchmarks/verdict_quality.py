@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_diffaccel import history, latency, latency_model, stats  # noqa: E402
 from pytest_diffaccel.techniques import builtin_registry  # noqa: E402
+from pytest_diffaccel.verdict import PICTURE_GATES  # noqa: E402
 
 LEVELS = (0.05, 0.10, 0.15, 0.20, 0.30)
 OLD_REF = "0fb8ee8"  # the last commit with the round-level rule
@@ -439,7 +440,6 @@ CASES = (
     ("int8-weight-only", "int8-weight-only", "clean"),
     ("tiny-vae", "tiny-vae", "clean"),
 )
-FIDELITY_GATES = ("broken", "fidelity", "fidelity regression", "caption", "not applied", "measurement")
 
 
 def fidelity_verdicts(path: Path) -> dict[str, dict[str, Any]]:
@@ -447,7 +447,7 @@ def fidelity_verdicts(path: Path) -> dict[str, dict[str, Any]]:
     data = json.loads(path.read_text())
     for bench in data["benchmarks"]:
         extra = bench["extra_info"]
-        failed = [g["gate"] for g in extra["gates"] if not g["passed"] and g["gate"] in FIDELITY_GATES]
+        failed = [g["gate"] for g in extra["gates"] if not g["passed"] and g["gate"] in PICTURE_GATES]
         out[extra["technique"]] = {"verdict": "FAIL " + ", ".join(failed) if failed else "pass", "ssim": extra["ssim"]}
     for failure in data.get("diffaccel", {}).get("failed", []):
         out[failure["technique"]] = {"verdict": "FAIL error", "ssim": None}

@@ -101,9 +101,11 @@ def code_path_only(floors: Mapping[str, float]) -> str:
     return f"{', '.join(named)}: a code-path check on this model, whose floor accepts any picture that is not broken"
 
 
-def _captioned(prompts: Sequence[str], seeded: Sequence[tuple[int, Any, Any]]) -> Iterator[_Picture]:
-    """Each picture whose prompt is a caption of the presets, with its reference and seed."""
-    samples = [tiny.parse_caption(prompt) for prompt in prompts]
+def _captioned(
+    prompts: Sequence[str], samples: Sequence[tiny.Sample | None], seeded: Sequence[tuple[int, Any, Any]]
+) -> Iterator[_Picture]:
+    """Each picture whose prompt is a caption of the presets (``samples``: each prompt's parse), with its
+    reference and seed."""
     for seed, images, reference in seeded:
         if len(images) % len(prompts):
             continue  # images that can't be matched to their prompts
@@ -119,9 +121,10 @@ def check(prompts: Sequence[str], seeded: Sequence[tuple[int, Any, Any]], unjudg
     the same number per prompt, in prompt order (diffusers' ``num_images_per_prompt``). None when no
     prompt is a caption of the presets (nothing to judge: the gate is not shown). ``unjudged``: why the
     call can't be judged (``too_few_steps``, ``code_path_only``); then no picture is read."""
-    if not any(tiny.parse_caption(prompt) for prompt in prompts):
+    samples = [tiny.parse_caption(prompt) for prompt in prompts]
+    if not any(samples):
         return None
-    pictures = list(_captioned(prompts, seeded))
+    pictures = list(_captioned(prompts, samples, seeded))
     if unjudged:
         return CaptionCheck(0, len(pictures), unjudged=unjudged)
     checked = 0

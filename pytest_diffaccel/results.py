@@ -9,7 +9,7 @@ from typing import Any
 
 from . import stats
 from .units import fmt_bytes, fmt_seconds
-from .verdict import Verdict
+from .verdict import PICTURE_GATES, Verdict
 
 
 @dataclass
@@ -96,8 +96,7 @@ class Result:
         the only results that may become a baseline."""
         if self.verdict is None or not self.measured:
             return False
-        kept = ("broken", "fidelity", "fidelity regression", "caption", "not applied", "measurement")
-        return all(g.passed for g in self.verdict.gates if g.name in kept)
+        return all(g.passed for g in self.verdict.gates if g.name in PICTURE_GATES)
 
     def failure_message(self) -> str:
         lines = [f"diffaccel verdict for {self.technique}: {self.headline}"]

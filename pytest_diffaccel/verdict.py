@@ -33,6 +33,10 @@ from .units import fmt_bytes
 
 ENVIRONMENT_NOTE = "no baseline for this environment"
 ACCEPTED = "accepted (--diffaccel-accept=fidelity): "  # the message of a fidelity regression accepted
+# The gates that speak of the picture and of the measurement itself, not of time or memory: a result that
+# fails one may never become a baseline (Result.fidelity_ok), and they are a mutation's verdict in
+# benchmarks/verdict_quality.py's fidelity table.
+PICTURE_GATES = ("broken", "fidelity", "fidelity regression", "caption", "not applied", "measurement")
 
 
 @dataclass(frozen=True)
