@@ -484,36 +484,42 @@ def save_sd(out: Path, vae, unet, text_encoder, tokenizer, name: str = "tiny-sd"
     make_portable(out / name)
 
 
-def caption_scores(out: Path, names: list[str], seed: int = 0) -> dict[str, str]:
-    """Each preset's caption score (tiny.caption_score) at its default call and ``seed``, loaded from ``out``."""
-    import dataclasses
-
+def score_captions(pipe, info, seed: int = 0) -> tuple[int, int, list[dict]]:  # type: ignore[no-untyped-def]
+    """``tiny.caption_score`` of ``pipe`` (a preset, described by ``info``) at its default call and ``seed``:
+    one picture per colour x background caption of the data set."""
     import torch
 
     from pytest_diffaccel.measure import to_numpy_images
-    from pytest_diffaccel.models import PRESETS
-    from pytest_diffaccel.models.loading import ModelSource
     from pytest_diffaccel.noise import float32_noise
 
     chosen = tiny.caption_samples()
+    kwargs = dict(info.call_extra)
+    if info.guidance is not None:
+        kwargs["guidance_scale"] = info.guidance
+    with torch.inference_mode(), float32_noise(pipe):
+        images = pipe(
+            prompt=[s.caption for s in chosen],
+            num_inference_steps=info.steps,
+            height=tiny.IMAGE_SIZE,
+            width=tiny.IMAGE_SIZE,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            output_type="pt",
+            **kwargs,
+        )
+    return tiny.caption_score(to_numpy_images(images), chosen)
+
+
+def caption_scores(out: Path, names: list[str], seed: int = 0) -> dict[str, str]:
+    """Each preset's caption score (``score_captions``) at ``seed``, loaded from ``out``."""
+    import dataclasses
+
+    from pytest_diffaccel.models import PRESETS
+    from pytest_diffaccel.models.loading import ModelSource
+
     scores = {}
     for name in names:
         info = dataclasses.replace(PRESETS[name.removesuffix("-raw")], path=out / name, tiny_vae=out / "tiny-vae")
-        pipe = ModelSource(info).fresh("cpu")
-        kwargs = dict(info.call_extra)
-        if info.guidance is not None:
-            kwargs["guidance_scale"] = info.guidance
-        with torch.inference_mode(), float32_noise(pipe):
-            images = pipe(
-                prompt=[s.caption for s in chosen],
-                num_inference_steps=info.steps,
-                height=tiny.IMAGE_SIZE,
-                width=tiny.IMAGE_SIZE,
-                generator=torch.Generator("cpu").manual_seed(seed),
-                output_type="pt",
-                **kwargs,
-            )
-        right, total, details = tiny.caption_score(to_numpy_images(images), chosen)
+        right, total, details = score_captions(ModelSource(info).fresh("cpu"), info, seed)
         scores[name] = f"{right}/{total}"
         wrong = [f"{d['caption']}: {d['colour']} on {d['background']}" for d in details if not d["right"]]
         said = f" (wrong: {'; '.join(wrong[:8])})" if wrong else ""

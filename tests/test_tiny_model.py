@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -224,16 +225,22 @@ def test_caption_score_reads_rendered_pictures():
     assert tiny.caption_score(flat, chosen)[0] == 0  # no shape, no right answer
 
 
-def test_the_committed_weights_are_the_ones_the_training_run_recorded():
-    """Each bundled preset's weights hash to the digest TRAINING.json records for them (the training
-    script's own digest: tensor names, dtypes, shapes, bytes), and, where a full rerun from a clean
-    state confirmed them, to that rerun's: a weight file changed or swapped by hand fails here."""
+def training_script() -> Any:
+    """scripts/train_tiny.py as a module: its digest and its caption scorer are the ones the tests use."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("train_tiny", ROOT / "scripts" / "train_tiny.py")
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_the_committed_weights_are_the_ones_the_training_run_recorded():
+    """Each bundled preset's weights hash to the digest TRAINING.json records for them (the training
+    script's own digest: tensor names, dtypes, shapes, bytes), and, where a full rerun from a clean
+    state confirmed them, to that rerun's: a weight file changed or swapped by hand fails here."""
+    script = training_script()
     presets = ROOT / "pytest_diffaccel" / "models" / "presets"
     info = json.loads((presets / "TRAINING.json").read_text())
     found = {p.name: script.digest(p) for p in sorted(presets.iterdir()) if p.is_dir()}
@@ -260,21 +267,7 @@ def test_the_pictures_show_their_captions(tiny_sd, name):
     change cannot make them worse unnoticed. A text encoder that is not read scores about 1 in 30."""
     info = model_info(name)
     pipe = (tiny_sd if name == "tiny-sd" else ModelSource(info)).fresh("cpu")
-    chosen = tiny.caption_samples()
-    kwargs = dict(info.call_extra)
-    if info.guidance is not None:
-        kwargs["guidance_scale"] = info.guidance
-    with torch.inference_mode(), float32_noise(pipe):
-        out = pipe(
-            prompt=[s.caption for s in chosen],
-            num_inference_steps=info.steps,
-            height=64,
-            width=64,
-            generator=torch.Generator("cpu").manual_seed(0),
-            output_type="pt",
-            **kwargs,
-        )
-    right, total, details = tiny.caption_score(to_numpy_images(out), chosen)
+    right, total, details = training_script().score_captions(pipe, info, seed=0)
     wrong = [f"{d['caption']}: {d['colour']} on {d['background']} ({d['area']:.2f})" for d in details if not d["right"]]
     floor = max(CAPTION_GOAL, committed_caption_score(name) - 1)
     assert right >= floor, f"{name}: {right}/{total} right, fewer than {floor}; wrong: {wrong}"
