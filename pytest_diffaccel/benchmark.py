@@ -25,11 +25,10 @@ from .measure import Call, Measurement, generate
 from .results import Result, series_of
 from .session import DiffaccelSession
 from .techniques import Spec
+from .verdict import MEMORY_SLACK
 
 Seeded = tuple[int, Any, Any]  # (seed, the technique's images, the fp32 reference's images)
 
-# The CPU's resident-set estimate moves by a few MiB between identical runs.
-MEMORY_SLACK = {"cuda": 1 << 20, "cpu": 64 << 20}
 MAX_CLEAN_TRIES = 2  # extra blocks measured, when saving, to replace blocks whose rounds drifted
 
 

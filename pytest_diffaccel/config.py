@@ -140,6 +140,27 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "base",
+        parse_text,
+        "judge the working tree against this git ref (origin/main, a tag, a sha), both measured in this job on "
+        "this machine: runs of the base and the head alternate, one fresh process each; no stored history needed",
+        metavar="REF",
+    ),
+    Option(
+        "base_python",
+        parse_text,
+        "the base arm's interpreter (another virtualenv: a dependency upgrade); alone, the base is the same tree "
+        "run with it; with --diffaccel-base, the base commit run with it",
+        metavar="PATH",
+    ),
+    Option(
+        "base_runs",
+        parse_positive_int,
+        "pairs of runs (one of each arm) a base-vs-head job starts with (default 2); undecided tests get two "
+        "more at a time, up to three times this",
+        metavar="N",
+    ),
+    Option(
         "max_slowdown",
         lambda v, n: parse_percent(v, n),
         "latency regression threshold on the run-level ratio vs the history, e.g. 5% (default 10%)",
@@ -342,6 +363,9 @@ DEFAULTS: Mapping[str, Any] = {
     "require_baseline": False,
     "save_runs": 1,
     "history": 10,
+    "base": None,
+    "base_python": None,
+    "base_runs": 2,
     "max_slowdown": 0.10,
     "max_compile_increase": 0.50,
     "fidelity_seeds": 2,
@@ -392,6 +416,9 @@ class Settings:
     require_baseline: bool = False
     save_runs: int = 1
     history: int = 10
+    base: str | None = None
+    base_python: str | None = None
+    base_runs: int = 2
     max_slowdown: float = 0.10
     max_compile_increase: float = 0.50
     fidelity_seeds: int = 2
@@ -489,6 +516,9 @@ class Settings:
                 parts.append("accept=" + ",".join(self.accept))
         if self.machine:
             parts.append(f"machine={self.machine}")
+        if self.base or self.base_python:
+            against = " ".join(x for x in (self.base, self.base_python and f"python={self.base_python}") if x)
+            parts.append(f"base={against} base-runs={self.base_runs}")
         if self.require_baseline:
             parts.append("require-baseline")
         return " ".join(parts)

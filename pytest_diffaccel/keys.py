@@ -15,4 +15,5 @@ STATE = pytest.StashKey[Any]()  # session.DiffaccelSession, set on first use (ho
 RESULTS = pytest.StashKey[Any]()  # Benchmark of a test item
 APPLIED = pytest.StashKey[Any]()  # ApplyContext of a test item
 PIPELINE = pytest.StashKey[Any]()  # (pipeline, seconds to make it) of diffaccel_pipeline
+JOB = pytest.StashKey[Any]()  # versus.job.Job of a base-vs-head session (--diffaccel-base)
 FIXTURES = frozenset({"diffaccel_pipeline", "diffaccel_technique", "diffaccel_reference", "diffaccel_benchmark"})

@@ -105,7 +105,7 @@ def parse_prompts(value: Any, name: str) -> tuple[str, ...]:
 
 GATE_NAMES = (
     "broken", "fidelity", "fidelity regression", "caption", "not applied", "speed-up", "syncs", "latency",
-    "compile time", "cold start", "memory", "baseline",
+    "compile time", "cold start", "memory", "baseline", "picture vs base",
 )  # fmt: skip
 
 

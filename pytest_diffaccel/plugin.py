@@ -18,7 +18,8 @@ import pytest
 from . import config as cfg
 from .calibration import RUN_ENV  # "k/N" in the further runs of --diffaccel-save-runs
 from .holder import Holder
-from .keys import APPLIED, FIXTURES, HOLDER, PIPELINE, RESULTS, STATE
+from .keys import APPLIED, FIXTURES, HOLDER, JOB, PIPELINE, RESULTS, STATE
+from .versus.env import in_arm
 
 # ----------------------------------------------------------------------------- options and configuration
 
@@ -54,6 +55,12 @@ def pytest_configure(config: pytest.Config) -> None:
         drills = requested()
     except DrillError as error:
         raise pytest.UsageError(str(error)) from None
+    if _versus(settings):
+        from .versus.hooks import conflicts
+
+        conflict = conflicts(settings)
+        if conflict:
+            raise pytest.UsageError(conflict)
     holder = Holder(config, settings, drills, "warm" if _inductor_cache_entries() else "cold")
     config.stash[HOLDER] = holder
     if holder.validates_at_configure:
@@ -62,6 +69,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistRelay(config), "diffaccel-xdist-relay")
     if settings.gpu and _is_worker(config):
         _pin_worker_gpu(config, settings)
+
+
+def _versus(settings: cfg.Settings) -> bool:
+    """A base-vs-head job's controller: --diffaccel-base or --diffaccel-base-python, and not itself an arm."""
+    return bool(settings.base or settings.base_python) and not in_arm()
 
 
 def _pin_worker_gpu(config: pytest.Config, settings: cfg.Settings) -> None:
@@ -219,11 +231,21 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     state = config.stash.get(STATE, None)
     if state is not None and state.usage_errors:
         raise pytest.UsageError("\n".join(state.usage_errors))
+    if in_arm():
+        from .versus.child import select
+
+        select(config, items)  # the tests the job asked this run for
     if not any(FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
         return
     state = holder.session()
     state.used = True
-    _check_inputs(state, load=not config.option.collectonly)
+    versus = _versus(state.settings) and not config.option.collectonly
+    _check_inputs(state, load=not config.option.collectonly and not versus)  # the arms load the model
+    if versus:
+        from .versus.hooks import start
+
+        start(session, config, items, state)  # the base checked before any timing; its items in place
+        return
     _environment_lines(config, state)
     if state.settings.search:
         from .search_item import replace_matrix
@@ -441,8 +463,30 @@ def _technique_of(item: pytest.Item) -> str:
     return "fp32"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    """A base-vs-head job runs its pairs before its items report their decisions."""
+    job = session.config.stash.get(JOB, None)
+    if job is not None and not session.config.option.collectonly:
+        from .versus.hooks import run
+
+        run(session, job)
+    return (yield)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session.config.stash.get(STATE, None)
+    if in_arm() and not _is_worker(session.config):  # a run of an arm: the job reads its results, nothing else
+        from .versus.child import write
+
+        write(session.config, state, int(session.exitstatus))
+        return
+    job = session.config.stash.get(JOB, None)
+    if job is not None:
+        from .versus.hooks import finish
+
+        finish(session, state, job)
+        return
     if state is None or not state.used or _is_worker(session.config) or session.config.option.collectonly:
         return  # --collect-only runs nothing: nothing to save, and no further recording runs to start
     from .baselines import BaselineError
@@ -465,6 +509,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
+    job = config.stash.get(JOB, None)
+    if job is not None and state is not None:
+        from .versus.hooks import summary as versus_summary
+
+        versus_summary(terminalreporter, state, job)
+        return
     if state is None or (not state.results and getattr(state, "search", None) is None):
         return
     from .report.terminal import summary

@@ -32,6 +32,8 @@ from .latency import Judgement
 from .units import fmt_bytes
 
 ENVIRONMENT_NOTE = "no baseline for this environment"
+# The CPU's resident-set estimate moves by a few MiB between identical runs: the memory gate's slack per device.
+MEMORY_SLACK = {"cuda": 1 << 20, "cpu": 64 << 20}
 ACCEPTED = "accepted (--diffaccel-accept=fidelity): "  # the message of a fidelity regression accepted
 # The gates that speak of the picture and of the measurement itself, not of time or memory: a result that
 # fails one may never become a baseline (Result.fidelity_ok), and they are a mutation's verdict in

@@ -1,0 +1,263 @@
+"""Judging the head against the base, pair by pair. Pure: no torch, no numpy at import.
+
+Each pair holds one run of each arm, measured back to back on the same machine in the same job.
+A test's figure (its ratio to the interleaved fp32, its median in seconds, its compile time...)
+gives one log difference per pair, head over base; the pairs are the independent draws of the
+machine's noise, the rounds inside a run are not. The rule is the history gate's, on pairs:
+
+- the pair spread of each test is moderated toward the typical pair spread of the job's tests
+  (empirical Bayes, ``stats.variance_prior``, the same fit the history gate uses), and judged with
+  Student's t on the degrees of freedom of the moderated spread; until three tests have a spread
+  of their own an assumed spread stands in, worth ``PRIOR_WEIGHT`` pairs;
+- fail: the mean difference is beyond ``max-slowdown`` and significant (p < alpha);
+- faster: beyond ``max-slowdown`` the other way and significant;
+- not yet decided: beyond max-slowdown but not significant, or beyond half of it with the 95%
+  interval reaching past it. Such a test gets more pairs (``job.py``), and only such a test; at the
+  cap it is *undecided*, which passes unless the run is strict (``--diffaccel-require-baseline``).
+
+The pictures: every head run's picture against every base run's picture of the same seed, on the
+same machine. The tolerance is measured, not chosen: the base arm's runs against each other say
+how far the same code's picture moves on this machine (identical pictures, on a deterministic CPU
+stack, allow only what the SSIM of identical images allows).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .. import stats
+
+# A pair's log difference when no three tests of the job have a spread of their own yet: twice a
+# run's typical spread (history.FALLBACK_SPREAD), since a pair holds two runs' noise. An assumption,
+# worth PRIOR_WEIGHT pairs, and said so in the message.
+FALLBACK_PAIR_SPREAD = {"ratio": 0.07, "median": 0.07, "compile_seconds": 0.28, "cold_start_seconds": 0.28}
+PRIOR_WEIGHT = 4.0
+MIN_PRIOR_TESTS = 3
+SUSPECT_FRACTION = 0.5  # beyond half of max-slowdown, with the interval past it: more pairs
+
+IDENTICAL_SSIM = 1e-6  # 1 - SSIM of identical pictures is 0 up to float rounding (below 1e-12 in skimage)
+PICTURE_WIDEN = 2.0  # the head may move twice as far as the base's own runs moved apart
+ONE_RUN_TOLERANCE = 0.002  # one base run: no evidence of its own; the history gate's tight tolerance
+
+
+@dataclass(frozen=True)
+class PairPrior:
+    """The typical spread of a pair's log difference over the job's tests, and what it is worth."""
+
+    sigma: float | None  # None: fewer than MIN_PRIOR_TESTS tests with a spread of their own
+    dof: float
+    tests: int
+
+
+def pair_prior(differences: Iterable[Sequence[float]]) -> PairPrior:
+    """Fit the typical pair spread over the tests that have two pairs or more."""
+    own = []
+    for diffs in differences:
+        if len(diffs) >= 2:
+            variance = statistics.variance(diffs)
+            if variance > 0:
+                own.append((variance, len(diffs) - 1))
+    if len(own) < MIN_PRIOR_TESTS:
+        return PairPrior(None, 0.0, len(own))
+    variance, dof = stats.variance_prior([v for v, _ in own], [d for _, d in own])
+    return PairPrior(math.sqrt(variance), dof, len(own))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One figure of one test, head against base."""
+
+    figure: str  # "ratio", "median", "compile_seconds", "cold_start_seconds"
+    state: str  # "pass", "fail", or "more" (not decided yet: measure more pairs)
+    ratio: float  # head over base: exp of the pairs' mean log difference
+    low: float  # its 95% interval
+    high: float
+    p_value: float  # one-sided, slower
+    pairs: tuple[float, ...]  # each pair's head over base
+    sigma: float  # the moderated spread of one pair's log difference
+    dof: float
+    prior_tests: int  # tests behind the typical spread; 0: assumed
+    max_slowdown: float
+    alpha: float
+    regression: bool = False
+    improvement: bool = False
+    undecided: bool = False  # beyond max-slowdown (or near it) and not decided at the cap of pairs
+    reason: str = ""
+
+    @property
+    def slower(self) -> bool:
+        return self.ratio >= 1.0
+
+    def size(self) -> str:
+        """'1.31x slower', '1.02x faster'."""
+        size = self.ratio if self.ratio >= 1 else 1.0 / self.ratio
+        return f"{size:.2f}x {'slower' if self.ratio >= 1 else 'faster'}"
+
+    def describe(self) -> str:
+        n = len(self.pairs)
+        each = "" if n < 2 else ": " + ", ".join(f"{p:.2f}x" for p in self.pairs[:6]) + (", ..." if n > 6 else "")
+        return (
+            f"{self.size()} ({n} pair{'s' if n != 1 else ''}{each}; 95% CI {self.low:.2f}-{self.high:.2f}, "
+            f"p={self.p_value:.2g})"
+        )
+
+    def spread_text(self) -> str:
+        if self.prior_tests:
+            return (
+                f"pair spread {self.sigma:.1%} (moderated over {self.prior_tests} tests; "
+                f"Student's t, {self.dof:.0f} dof)"
+            )
+        return f"pair spread assumed {self.sigma:.1%} (fewer than {MIN_PRIOR_TESTS} tests with 2 pairs)"
+
+
+def compare(
+    differences: Sequence[float],
+    prior: PairPrior,
+    figure: str,
+    *,
+    max_slowdown: float,
+    alpha: float,
+    can_grow: bool,
+) -> Comparison:
+    """Judge one test's log differences (head over base, one per pair)."""
+    if not differences:
+        raise ValueError("compare needs at least one pair")
+    n = len(differences)
+    d = stats.mean(differences)
+    own_dof = n - 1
+    own = statistics.variance(differences) if n >= 2 else 0.0
+    if prior.sigma is not None:
+        typical, weight = prior.sigma, prior.dof
+    else:
+        typical, weight = FALLBACK_PAIR_SPREAD.get(figure, 0.07), PRIOR_WEIGHT
+    sigma = math.sqrt((weight * typical**2 + own_dof * own) / (weight + own_dof))
+    dof = weight + own_dof
+    se = sigma / math.sqrt(n)
+    p_slower = stats.student_sf(d / se, dof) if se > 0 else (0.0 if d > 0 else 1.0)
+    p_faster = stats.student_sf(-d / se, dof) if se > 0 else (0.0 if d < 0 else 1.0)
+    half = stats.student_isf(0.025, dof) * se
+    threshold = math.log1p(max_slowdown)
+    suspect = math.log1p(max_slowdown * SUSPECT_FRACTION)
+    regression = d > threshold and p_slower < alpha
+    open_question = (d > threshold and not regression) or (suspect < d <= threshold and d + half > threshold)
+    state, undecided = "pass", False
+    if regression:
+        state = "fail"
+        reason = f"beyond max-slowdown {max_slowdown:.0%} and significant (p < alpha {alpha:g})"
+    elif open_question and can_grow:
+        state = "more"
+        reason = f"not decided after {n} pair{'s' if n != 1 else ''}: more pairs"
+    elif open_question:
+        undecided = True
+        reason = (
+            f"undecided after {n} pairs (the cap): {'beyond' if d > threshold else 'near'} max-slowdown "
+            f"{max_slowdown:.0%} but not significant (p={p_slower:.2g} >= alpha {alpha:g}) at this pair spread"
+        )
+    elif d <= threshold:
+        reason = f"inside max-slowdown {max_slowdown:.0%}"
+    else:  # pragma: no cover - open_question covers every d beyond the threshold that is not a regression
+        reason = ""
+    return Comparison(
+        figure=figure,
+        state=state,
+        ratio=math.exp(d),
+        low=math.exp(d - half),
+        high=math.exp(d + half),
+        p_value=p_slower,
+        pairs=tuple(math.exp(x) for x in differences),
+        sigma=sigma,
+        dof=dof,
+        prior_tests=prior.tests if prior.sigma is not None else 0,
+        max_slowdown=max_slowdown,
+        alpha=alpha,
+        regression=regression,
+        improvement=d < -threshold and p_faster < alpha,
+        undecided=undecided,
+        reason=reason,
+    )
+
+
+def log_differences(base: Sequence[float | None], head: Sequence[float | None]) -> list[float]:
+    """log(head / base) of each pair whose two runs both measured the figure."""
+    return [
+        math.log(h / b)
+        for b, h in zip(base, head, strict=True)
+        if b is not None and h is not None and b > 0 and h > 0 and math.isfinite(b) and math.isfinite(h)
+    ]
+
+
+# ----------------------------------------------------------------------------- components
+
+
+def component_changes(base: Sequence[Mapping[str, float]], head: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each component's change, head over base: the geometric mean over the pairs of its per-pair ratio.
+    The components of each run are on that run's own footing (over its interleaved fp32, or seconds),
+    so a slowdown placed all in one component reads at its true size there."""
+    changes: dict[str, float] = {}
+    names = {k for run in (*base, *head) for k in run}
+    for name in sorted(names):
+        logs = [
+            math.log(h[name] / b[name])
+            for b, h in zip(base, head, strict=True)
+            if b.get(name, 0.0) > 0 and h.get(name, 0.0) > 0
+        ]
+        if logs:
+            changes[name] = math.exp(stats.mean(logs))
+    return changes
+
+
+def component_noise(base: Sequence[Mapping[str, float]], head: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The standard error of each component's mean log change over the pairs (0 with one pair)."""
+    noises: dict[str, float] = {}
+    names = {k for run in (*base, *head) for k in run}
+    for name in names:
+        logs = [
+            math.log(h[name] / b[name])
+            for b, h in zip(base, head, strict=True)
+            if b.get(name, 0.0) > 0 and h.get(name, 0.0) > 0
+        ]
+        noises[name] = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) >= 2 else 0.0
+    return noises
+
+
+# ----------------------------------------------------------------------------- pictures
+
+
+@dataclass(frozen=True)
+class PictureTolerance:
+    value: float  # how far 1 - SSIM of a head picture against a base picture may go
+    basis: str  # what it was derived from, for the message
+
+
+def picture_tolerance(between_base_runs: Sequence[float], runs: int) -> PictureTolerance:
+    """The same-machine tolerance from the SSIMs of the base arm's ``runs`` runs' pictures against each other."""
+    if not between_base_runs:
+        return PictureTolerance(
+            ONE_RUN_TOLERANCE, f"one base run: no run of its own to measure by, {ONE_RUN_TOLERANCE:g} assumed"
+        )
+    moved = max(0.0, 1.0 - min(between_base_runs))
+    if moved <= IDENTICAL_SSIM:
+        return PictureTolerance(IDENTICAL_SSIM, f"the base's {runs} runs gave identical pictures")
+    return PictureTolerance(
+        PICTURE_WIDEN * moved, f"{PICTURE_WIDEN:g}x the base's {runs} runs' own variation (1 - SSIM {moved:.2g})"
+    )
+
+
+@dataclass(frozen=True)
+class PictureChange:
+    ssim: float  # the worst SSIM of a head picture against a base picture of the same seed
+    tolerance: PictureTolerance
+
+    @property
+    def changed(self) -> bool:
+        return 1.0 - self.ssim > self.tolerance.value
+
+    def describe(self) -> str:
+        verb = "changed" if self.changed else "unchanged"
+        return (
+            f"picture {verb} vs base: SSIM {self.ssim:.4f} against the base's picture of the same seed "
+            f"(tolerance {self.tolerance.value:.2g}: {self.tolerance.basis})"
+        )

@@ -1,0 +1,252 @@
+"""The base-vs-head job's pure parts: the order of the arms, the paired rule, the picture tolerance, the figures
+of a run, the decision of a test, and the arms' command lines. The job end to end: test_versus_job.py."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from pytest_diffaccel.verdict import Gate
+from pytest_diffaccel.versus import arms, child, decide, figures, judge, schedule
+
+LIMITS = decide.Limits(max_slowdown=0.10, max_compile_increase=0.5, max_memory_increase=0.1, memory_slack=0, alpha=5e-4)
+
+
+# ----------------------------------------------------------------------------- the order of the runs
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_each_two_pairs_open_once_with_each_arm(seed):
+    runs = schedule.order(6, seed)
+    assert len(runs) == 12
+    for start in range(0, 12, 4):  # pairs 1-2, 3-4, 5-6: A B B A or B A A B
+        four = [arm for _, arm in runs[start : start + 4]]
+        assert four in (["base", "head", "head", "base"], ["head", "base", "base", "head"])
+    assert [n for n, _ in runs] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+
+
+def test_the_order_is_random_and_reproducible_from_its_seed():
+    openers = {schedule.order(2, seed)[0][1] for seed in range(20)}
+    assert openers == {"base", "head"}
+    assert schedule.order(4, 7) == schedule.order(4, 7)
+    assert [n for n, _ in schedule.order(2, 7, first_pair=5)] == [5, 5, 6, 6]
+
+
+# ----------------------------------------------------------------------------- the paired rule
+
+
+def _prior(sigma: float = 0.01, dof: float = 20.0) -> judge.PairPrior:
+    return judge.PairPrior(sigma, dof, 20)
+
+
+def test_a_clean_pair_passes_and_a_slowdown_beyond_max_slowdown_fails():
+    clean = judge.compare([0.004, -0.006], _prior(), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=True)
+    assert clean.state == "pass" and not clean.regression and "inside max-slowdown" in clean.reason
+    slower = [math.log(1.25), math.log(1.27)]
+    slow = judge.compare(slower, _prior(), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=True)
+    assert slow.state == "fail" and slow.regression
+    assert slow.describe().startswith("1.26x slower (2 pairs: 1.25x, 1.27x; 95% CI")
+
+
+def test_an_open_question_gets_more_pairs_then_is_undecided_at_the_cap():
+    # beyond max-slowdown, but the pairs scatter too widely to make it significant
+    diffs = [math.log(1.4), math.log(0.95)]
+    grow = judge.compare(diffs, _prior(0.2, 4), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=True)
+    assert grow.state == "more"
+    cap = judge.compare(diffs, _prior(0.2, 4), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=False)
+    assert cap.state == "pass" and cap.undecided and "undecided after 2 pairs" in cap.reason
+    # near max-slowdown (beyond half of it), with the interval reaching past it: more pairs too
+    near = judge.compare([math.log(1.08)], _prior(0.03, 20), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=True)
+    assert near.state == "more"
+    quiet = judge.compare([math.log(1.02)], _prior(0.03, 20), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=True)
+    assert quiet.state == "pass"
+
+
+def test_faster_is_significant_improvement():
+    fast = judge.compare([math.log(0.7)] * 2, _prior(), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=False)
+    assert fast.improvement and fast.size() == "1.43x faster"
+
+
+def test_the_pair_spread_is_moderated_over_the_tests_and_assumed_below_three():
+    assert judge.pair_prior([[0.01, -0.01], [0.02, 0.0]]).sigma is None
+    prior = judge.pair_prior([[0.01, -0.01], [0.02, 0.0], [0.0, 0.015], [0.005, -0.004]])
+    assert prior.tests == 4 and 0.003 < prior.sigma < 0.02
+    assumed = judge.compare([0.0], judge.PairPrior(None, 0, 1), "ratio", max_slowdown=0.1, alpha=5e-4, can_grow=False)
+    assert assumed.sigma == pytest.approx(judge.FALLBACK_PAIR_SPREAD["ratio"]) and "assumed" in assumed.spread_text()
+
+
+# ----------------------------------------------------------------------------- the picture tolerance
+
+
+def test_identical_base_pictures_leave_no_room_and_a_small_move_is_caught():
+    tolerance = judge.picture_tolerance([1.0], runs=2)
+    assert tolerance.value == judge.IDENTICAL_SSIM and "identical" in tolerance.basis
+    moved = judge.PictureChange(0.9985, tolerance)  # the move a fixed 0.002 tolerance let through
+    assert moved.changed and "SSIM 0.9985" in moved.describe() and "identical" in moved.describe()
+    assert not judge.PictureChange(1.0, tolerance).changed
+
+
+def test_base_pictures_that_vary_widen_the_tolerance_by_what_they_varied():
+    tolerance = judge.picture_tolerance([0.999, 0.998, 0.9995], runs=3)
+    assert tolerance.value == pytest.approx(2 * 0.002) and "3 runs" in tolerance.basis
+    assert not judge.PictureChange(0.997, tolerance).changed
+    assert judge.PictureChange(0.995, tolerance).changed
+    assert judge.picture_tolerance([], runs=1).value == judge.ONE_RUN_TOLERANCE
+
+
+# ----------------------------------------------------------------------------- one run's figures
+
+
+def _payload(**values):
+    data = {
+        "test_id": "t.py::test[x]",
+        "technique": "x",
+        "outcome": "passed",
+        "compare_mode": "relative",
+        "relative_kind": "paired",
+        "blocks": [{"ratio": 1.2, "median": 0.3, "drift": None}],
+        "samples": [0.3, 0.31],
+        "breakdown": {"text encoder": 0.03, "denoiser": 0.24, "VAE decode": 0.03, "rest": 0.0},
+        "peak_memory": 1000,
+        "verdict": {"gates": [{"name": "latency", "passed": True, "message": "no baseline"}]},
+    }
+    data.update(values)
+    return data
+
+
+def test_a_runs_estimate_is_its_clean_blocks_and_its_components_are_over_the_interleaved_fp32():
+    run = figures.from_payload(
+        _payload(blocks=[{"ratio": 1.2, "median": 0.3}, {"ratio": 9.0, "median": 9.0, "drift": "rising"}])
+    )
+    assert run.ratio == pytest.approx(1.2) and run.median == pytest.approx(0.3) and run.figure == "ratio"
+    # the denoiser's 0.24 s of a 0.3 s call, at 1.2x the interleaved fp32: 0.96 fp32-calls' worth
+    assert run.components["denoiser"] == pytest.approx(1.2 * 0.24 / 0.3)
+    assert "rest" not in run.components  # no time: nothing to compare
+    fp32 = figures.from_payload(_payload(compare_mode="absolute", relative_kind="", blocks=[{"median": 0.2}]))
+    assert fp32.figure == "median" and fp32.ratio is None and fp32.components["denoiser"] == pytest.approx(0.24)
+
+
+def test_a_runs_picture_failures_and_bad_numbers():
+    gates = [{"name": "fidelity", "passed": False, "message": "SSIM 0.5 < 0.9"}, {"name": "latency", "passed": False}]
+    run = figures.from_payload(_payload(verdict={"gates": gates}, peak_memory=float("nan"), samples=[]))
+    assert run.picture_failures == (("fidelity", "SSIM 0.5 < 0.9"),)  # latency: the job judges it, not the arm
+    assert run.peak_memory is None
+
+
+# ----------------------------------------------------------------------------- a test's decision
+
+
+def _run(ratio: float, median: float, denoiser: float) -> figures.RunFigures:
+    seconds = {"text encoder": 0.1, "denoiser": denoiser, "VAE decode": 0.1}
+    components = {name: value * ratio / median for name, value in seconds.items()}
+    return figures.RunFigures(
+        "t.py::test[x]", "x", "passed", ratio=ratio, median=median, components=components, peak_memory=100
+    )
+
+
+def test_a_slowdown_all_in_the_denoiser_reads_at_its_true_size():
+    # fp32-relative: a 1.0 s call, 0.8 s of it the denoiser; the head adds 0.29 s to the denoiser alone
+    base = [_run(1.0, 1.0, 0.8), _run(1.0, 1.0, 0.8)]
+    head = [_run(1.29, 1.29, 1.09), _run(1.29, 1.29, 1.09)]
+    priors = {"ratio": _prior(), "median": _prior()}
+    decision = decide.decide("t.py::test[x]", base, head, priors, None, LIMITS, "main @ abc", can_grow=False)
+    assert decision.headline == "FAIL latency"
+    message = decision.failures[0].message
+    assert "1.29x slower" in message and "vs base main @ abc" in message
+    assert "denoiser 1.36x slower (100% of the change)" in message, message
+
+
+def test_a_test_only_in_the_head_is_new_and_strict_mode_fails_it():
+    head = [_run(1.0, 1.0, 0.8)]
+    new = decide.decide("t.py::test[x]", [None], head, {}, None, LIMITS, "main", can_grow=False)
+    assert new.state == "new" and new.headline == decide.NEW and not new.failed
+    strict = decide.Limits(**{**LIMITS.__dict__, "strict": True})
+    failed = decide.decide("t.py::test[x]", [None], head, {}, None, strict, "main", can_grow=False)
+    assert failed.failed and "new in head" in failed.failures[0].message
+
+
+def test_head_picture_failures_and_the_picture_vs_base_gate_fail_and_report_only_passes_them():
+    broken = (("broken", "NaN"),)
+    head = figures.RunFigures("t.py::test[x]", "x", "failed", ratio=1.0, median=1.0, picture_failures=broken)
+    base = _run(1.0, 1.0, 0.8)
+    picture = judge.PictureChange(0.99, judge.picture_tolerance([1.0], 2))
+    decision = decide.decide("t.py::test[x]", [base], [head], {}, picture, LIMITS, "main", can_grow=False)
+    assert [g.name for g in decision.failures] == ["broken", "picture vs base"]
+    assert "head run 1" in decision.failures[0].message
+    lenient = decide.Limits(**{**LIMITS.__dict__, "report_only": ("picture vs base",)})
+    reported = decide.decide("t.py::test[x]", [base], [head], {}, picture, lenient, "main", can_grow=False)
+    assert [g.name for g in reported.failures] == ["broken"] and reported.reported == ("picture vs base",)
+
+
+def test_memory_beyond_the_base_fails():
+    base = _run(1.0, 1.0, 0.8)
+    head = figures.RunFigures("t.py::test[x]", "x", "passed", ratio=1.0, median=1.0, peak_memory=200)
+    decision = decide.decide("t.py::test[x]", [base], [head], {}, None, LIMITS, "main", can_grow=False)
+    assert [g.name for g in decision.failures] == ["memory"]
+    assert isinstance(decision.failures[0], Gate) and "+100.0%" in decision.failures[0].message
+
+
+# ----------------------------------------------------------------------------- the arms
+
+
+def test_an_arm_runs_the_command_without_the_jobs_own_options(tmp_path):
+    args = ["examples", "--diffaccel-base", "origin/main", "--diffaccel-json=r.json", "--diffaccel-require-baseline",
+            "-k", "fuse", "--diffaccel-save", "all", "--diffaccel-steps=2"]  # fmt: skip
+    out = arms.child_args(args, tmp_path)
+    assert out[:4] == ["examples", "-k", "fuse", "--diffaccel-steps=2"]
+    assert f"--diffaccel-baselines={tmp_path}" in out and "-p" in out and "no:cacheprovider" in out
+    head = tmp_path / "head"
+    base = tmp_path / "wt"
+    mapped = arms.mapped([str(head / "tests" / "t.py") + "::test", "tests", "/elsewhere"], head.resolve(), base)
+    assert mapped == [str(base / "tests" / "t.py") + "::test", "tests", "/elsewhere"]
+
+
+def test_a_module_from_the_forbidden_tree_is_named_and_installed_packages_are_not(tmp_path):
+    tree = tmp_path / "head"
+    (tree / "pkg").mkdir(parents=True)
+    (tree / ".venv" / "lib" / "site-packages").mkdir(parents=True)
+    modules = {
+        "pkg": types.SimpleNamespace(__file__=str(tree / "pkg" / "__init__.py")),
+        "torch": types.SimpleNamespace(__file__=str(tree / ".venv" / "lib" / "site-packages" / "torch.py")),
+        "os": types.SimpleNamespace(__file__="/usr/lib/python3/os.py"),
+    }
+    assert child.violations(tree, modules) == [f"pkg ({(tree / 'pkg' / '__init__.py').resolve()})"]
+
+
+def _git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_a_missing_ref_and_a_shallow_clone_are_named_with_what_to_do(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git("init", "-q", cwd=repo)
+    for n in range(2):
+        (repo / "f.txt").write_text(str(n))
+        _git("add", "f.txt", cwd=repo)
+        _git("-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qm", f"c{n}", cwd=repo)
+    with pytest.raises(arms.ArmError, match="no such commit, branch or tag"):
+        arms.resolve("no-such-ref", repo)
+    assert len(arms.resolve("HEAD~1", repo)) == 40
+    shallow = tmp_path / "shallow"
+    _git("clone", "-q", "--depth", "1", f"file://{repo}", str(shallow), cwd=tmp_path)
+    with pytest.raises(arms.ArmError, match="fetch-depth: 0"):
+        arms.resolve("HEAD~1", shallow)
+    with pytest.raises(arms.ArmError, match="not in a git repository"):
+        arms.toplevel(tmp_path)
+
+
+def test_a_base_interpreter_without_the_plugin_is_refused(tmp_path):
+    with pytest.raises(arms.ArmError, match="no such interpreter"):
+        arms.check_python(str(tmp_path / "nope" / "python"))
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    with pytest.raises(arms.ArmError, match=r"pytest does not import there .*pip install pytest"):
+        arms.check_python(str(bare / "bin" / "python"))
+    found = arms.check_python(sys.executable)
+    assert found["pytest_diffaccel"] and found["torch"]
