@@ -155,8 +155,8 @@ def _latency_gates(
     base_label: str,
     can_grow: bool,
 ) -> list[Gate]:
-    texts, failed, undecided = [], False, False
-    for figure, words in LATENCY_FIGURES.items():
+    failing, passing, undecided = [], [], False
+    for figure, words in LATENCY_FIGURES.items():  # the ratio to the interleaved fp32 first, then the seconds
         diffs = differences(pairs, figure)
         if not diffs:
             continue
@@ -170,22 +170,18 @@ def _latency_gates(
         )
         decision.comparisons[figure] = comparison
         text = f"{words}, {comparison.describe()} vs base {base_label}: {comparison.reason}; {comparison.spread_text()}"
-        if comparison.regression:
-            failed = True
-            texts.insert(0, text)
-        else:
-            texts.append(text)
+        (failing if comparison.regression else passing).append((figure, text))
         undecided = undecided or comparison.undecided
-    if not texts:
-        return []
-    if failed:
-        figure = next(f for f, c in decision.comparisons.items() if c.regression and f in LATENCY_FIGURES)
+    if failing:
+        figure, text = failing[0]
         decision.moved = moved(pairs, figure)
-        message = texts[0] + (f"; {decision.moved}" if decision.moved else "")
-        return [Gate("latency", False, message)]
+        return [Gate("latency", False, text + (f"; {decision.moved}" if decision.moved else ""))]
+    if not passing:
+        return []
     if undecided and limits.strict:
-        return [Gate("latency", False, f"{texts[0]} (--diffaccel-require-baseline fails what it can't tell)")]
-    return [Gate("latency", True, "; ".join(texts))]
+        text = next(t for f, t in passing if decision.comparisons[f].undecided)
+        return [Gate("latency", False, f"{text} (--diffaccel-require-baseline fails what it can't tell)")]
+    return [Gate("latency", True, "; ".join(t for _, t in passing))]
 
 
 def moved(pairs: Sequence[tuple[RunFigures, RunFigures]], figure: str) -> str:

@@ -34,8 +34,12 @@ def _say(config: pytest.Config) -> Any:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def say(line: str) -> None:
-        if reporter is not None:
-            reporter.write_line(f"diffaccel: {line}")
+        if reporter is None:
+            return
+        writer = getattr(reporter, "_tw", None)
+        if getattr(writer, "width_of_current_line", 0):  # "collecting ... " is left open during collection
+            writer.line()
+        reporter.write_line(f"diffaccel: {line}")
 
     return say
 

@@ -46,8 +46,7 @@ def replace_items(config: pytest.Config, items: list[pytest.Item], job: Any) -> 
         parent = item.parent
         assert parent is not None
         new = VersusItem.from_parent(parent, name=item.name, job=job)
-        for marker in item.iter_markers():
-            new.add_marker(marker)
+        new.own_markers.extend(item.own_markers)  # the parent's markers come with the parent
         items[index] = new
         replaced.append(new.nodeid)
     return replaced

@@ -70,7 +70,7 @@ class Job:
         """Every pair, more for the undecided, then the decisions."""
         started = time.perf_counter()
         say(
-            f"base-vs-head job: {self.pairs} pairs of runs, base {self.base.label} vs head {self.head.label}, "
+            f"base-vs-head job: {_pairs(self.pairs)} of runs, base {self.base.label} vs head {self.head.label}, "
             f"one fresh process each, interleaved in balanced random order (seed {self.seed})"
         )
         self._pairs(order(self.pairs, self.seed), None, say)
@@ -81,7 +81,7 @@ class Job:
             open_tests = sorted(t for t, d in self.decisions.items() if d.more)
             if not open_tests:
                 break
-            say(f"{len(open_tests)} test(s) not decided after {done} pairs: {GROWTH} more pairs for them only")
+            say(f"{len(open_tests)} test(s) not decided after {_pairs(done)}: {GROWTH} more pairs for them only")
             self._pairs(order(GROWTH, self.seed, first_pair=done + 1), open_tests, say)
             done += GROWTH
             self._decide(tests, can_grow=done < cap)
@@ -175,11 +175,11 @@ class Job:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def summary_line(self) -> str:
-        counts = sorted(set(self.pairs_done.values()))
+        grown = [v for v in self.pairs_done.values() if v > self.pairs]
         more = ""
-        if len(counts) > 1:
-            grown = sum(1 for v in self.pairs_done.values() if v > self.pairs)
-            more = f" ({counts[-1]} for {grown} test{'s' if grown != 1 else ''} not decided at {self.pairs})"
+        if grown:
+            tests = f"{len(grown)} test{'s' if len(grown) != 1 else ''}"
+            more = f" ({max(grown)} for {tests} not decided at {self.pairs})"
         runs = len(self.runs)
         overhead = ""
         if self.seconds:
@@ -187,9 +187,13 @@ class Job:
                 f"; {runs} runs in {duration(self.seconds)}, their own test time {duration(self.test_seconds)}"
             )
         return (
-            f"vs base {self.base.label}, {self.pairs} pairs{more}, interleaved in this job (order seed {self.seed})"
+            f"vs base {self.base.label}, {_pairs(self.pairs)}{more}, interleaved in this job (order seed {self.seed})"
             f"{overhead}"
         )
+
+
+def _pairs(count: int) -> str:
+    return f"{count} pair{'s' if count != 1 else ''}"
 
 
 def prepare(

@@ -16,28 +16,30 @@ def _median(runs: Sequence[Any]) -> str:
     return fmt_seconds(stats.median(values)) if values else "-"
 
 
-def row(decision: Any, arms: tuple[Sequence[Any], Sequence[Any]]) -> tuple[str, ...]:
+def row(decision: Any, arms: tuple[Sequence[Any], Sequence[Any]], label: str) -> tuple[str, ...]:
     base, head = arms
     latency = decision.latency
     change = "-"
     if latency is not None:
         change = "unchanged" if abs(latency.ratio - 1.0) < 0.005 else latency.size()
         change += f" ({latency.low:.2f}-{latency.high:.2f})"
-        if latency.figure == "median":
-            change += " s"
     picture = "-"
     if decision.picture is not None:
         picture = "changed" if decision.picture.changed else "same"
         picture += f" {decision.picture.ssim:.4f}"
     pairs = str(len(latency.pairs)) if latency is not None else "-"
-    return (decision.technique, _median(base), _median(head), change, pairs, picture, decision.headline)
+    return (label, _median(base), _median(head), change, pairs, picture, decision.headline)
 
 
 def lines(job: Any) -> list[str]:
     """Header, rule, one line per test; then the tests gone from the head."""
     table = [COLUMNS]
-    for test_id, decision in sorted(job.decisions.items(), key=lambda kv: _order(job, kv[0])):
-        table.append(row(decision, job.arms_of(test_id)))
+    decisions = sorted(job.decisions.items(), key=lambda kv: _order(job, kv[0]))
+    functions = {test_id.split("::")[-1].split("[")[0] for test_id, _ in decisions}
+    for test_id, decision in decisions:
+        # the technique names the row; with several test functions, the test's own name does
+        label = decision.technique if len(functions) == 1 else test_id.split("::")[-1]
+        table.append(row(decision, job.arms_of(test_id), label))
     sizes = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
     out = []
     for index, cells in enumerate(table):

@@ -1,0 +1,211 @@
+"""The base-vs-head job end to end: a user's project in a real git repository, its base and head commits
+measured in one job on this machine (pytester, the tiny preset at the fast settings).
+
+One job carries the behaviours that need timing, so that the suite pays for one job: against the base
+commit run by a wrapper interpreter that slows one technique (``--diffaccel-base-python`` and
+``--diffaccel-base`` together), the head's real extra work in the UNet's forward fails ``latency`` naming
+the ratio and the base ref, its nudged scheduler fails ``picture vs base``, the wrapper's slowed technique
+reads ``faster``, an unchanged fp32 passes, a test added in the head is ``new in head``; the JSON report
+carries both arms' runs; the worktree and the job's folder are gone at the end. The bad inputs are usage
+errors before any timing, with nothing left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+BASE_CONFTEST = """
+import mypkg.tweaks
+
+
+def pytest_diffaccel_register_techniques(register):
+    @register("tweak", min_ssim=0.5)
+    def tweak(pipe):
+        return mypkg.tweaks.tweak(pipe)
+
+    @register("nudged", min_ssim=0.5)
+    def nudged(pipe):
+        return pipe
+"""
+
+BASE_TWEAKS = """
+def tweak(pipe):
+    return pipe
+"""
+
+HEAD_TWEAKS = """
+import torch
+
+
+def tweak(pipe):
+    # the head's change: real extra work in the UNet's forward (matrix products, never a sleep)
+    forward = pipe.unet.forward
+    unit = torch.randn(192, 192, generator=torch.Generator().manual_seed(0))
+
+    def slower(*args, **kwargs):
+        x = unit
+        for _ in range(400):
+            x = torch.tanh(x @ x)
+        return forward(*args, **kwargs)
+
+    pipe.unet.forward = slower
+    return pipe
+"""
+
+HEAD_CONFTEST = """
+import mypkg.tweaks
+
+
+def pytest_diffaccel_register_techniques(register):
+    @register("tweak", min_ssim=0.5)
+    def tweak(pipe):
+        return mypkg.tweaks.tweak(pipe)  # the user's package: the base arm must run the base's
+
+    @register("nudged", min_ssim=0.5)
+    def nudged(pipe):
+        # the head's change: the scheduler's sigmas scaled, a setting nudged by an upgrade
+        scheduler = pipe.scheduler
+        set_timesteps = scheduler.set_timesteps
+
+        def nudged_timesteps(*args, **kwargs):
+            set_timesteps(*args, **kwargs)
+            scheduler.sigmas = scheduler.sigmas * 1.3
+
+        scheduler.set_timesteps = nudged_timesteps
+        return pipe
+"""
+
+TEST = """
+def test_acceleration(diffaccel_pipeline, diffaccel_benchmark):
+    diffaccel_benchmark(diffaccel_pipeline)
+"""
+
+NEW_TEST = """
+import pytest
+
+
+@pytest.mark.diffaccel(techniques="fp32")
+def test_added_in_head(diffaccel_pipeline, diffaccel_benchmark):
+    diffaccel_benchmark(diffaccel_pipeline)
+"""
+
+
+def git(path: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", *args],
+        cwd=path,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout
+
+
+def commit(path: Path, message: str) -> None:
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", message)
+
+
+def job_folders() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("diffaccel-base-*")}
+
+
+@pytest.fixture
+def repo(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A user's project (a package and its tests): the base commit, then the head commit that changes the
+    package's tweak and a technique of the conftest, and adds a test."""
+    git(pytester.path, "init", "-q")
+    package = pytester.mkpydir("mypkg")
+    (package / "tweaks.py").write_text(BASE_TWEAKS)
+    pytester.makeconftest(BASE_CONFTEST)
+    pytester.makepyfile(test_speed=TEST)
+    commit(pytester.path, "base")
+    (package / "tweaks.py").write_text(HEAD_TWEAKS)
+    pytester.makeconftest(HEAD_CONFTEST)
+    pytester.makepyfile(test_speed=TEST + NEW_TEST)
+    commit(pytester.path, "head")
+    return pytester
+
+
+def test_the_head_is_judged_against_the_base_measured_in_the_same_job(repo: pytest.Pytester, run_inner):
+    wrapper = repo.path / "slow-python"
+    wrapper.write_text(f'#!/bin/sh\nDIFFACCEL_SLOWDOWN="sdpa-math=150%" exec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    before = job_folders()
+    result = run_inner(
+        "--diffaccel-base=HEAD~1",
+        f"--diffaccel-base-python={wrapper}",
+        "--diffaccel-base-runs=1",
+        "--diffaccel-techniques=fp32,sdpa-math,tweak,nudged",
+        "--diffaccel-max-slowdown=50%",
+        "--diffaccel-alpha=0.01",
+        "--diffaccel-json=report.json",
+        "-v",
+    )
+    out = result.stdout.str()
+    result.assert_outcomes(passed=3, failed=2)
+    sha = git(repo.path, "rev-parse", "--short=7", "HEAD~1").strip()
+    result.stdout.fnmatch_lines(["diffaccel: checking the base (HEAD~1 @ *): collecting its tests ..."])
+    for arm in ("base", "head"):  # in a random order: each run a fresh process, its tests streamed
+        result.stdout.fnmatch_lines(
+            [
+                f"diffaccel: {arm} run 1/1 in a fresh process ...",
+                f"diffaccel:   {arm} run 1/1 [[]*/*[]] test_speed.py::test_acceleration[[]fp32[]] PASSED *",
+            ]
+        )
+    result.stdout.fnmatch_lines(
+        [
+            f"*vs base HEAD~1 @ {sha} with python {wrapper}*, 1 pair*interleaved in this job*",
+            "*test_speed.py::test_acceleration[[]fp32[]] PASSED*",
+            "*test_speed.py::test_acceleration[[]tweak[]] FAILED*",
+            "*test_speed.py::test_added_in_head[[]fp32[]] PASSED*",
+        ]
+    )
+    # the head's extra work: latency, with the ratio and the base ref, and the component that moved
+    assert "latency gate failed: relative to the interleaved fp32, " in out
+    tweak = next(line for line in out.splitlines() if line.strip().startswith("tweak: latency:"))
+    assert "slower (1 pair; 95% CI" in tweak and f"vs base HEAD~1 @ {sha}" in tweak and "denoiser" in tweak
+    # the nudged scheduler: the picture against the base's, with the tolerance and where it came from
+    nudged = next(line for line in out.splitlines() if line.strip().startswith("nudged: picture vs base:"))
+    assert "picture changed vs base: SSIM" in nudged and "one base run" in nudged
+    # the wrapper slowed the base's sdpa-math: the head reads faster; fp32 unchanged passes; the new test is named
+    lines = out.splitlines()
+    rows = {cells[0]: line for line in lines if (cells := line.split()) and cells[0].startswith("test_")}
+    assert rows["test_acceleration[sdpa-math]"].rstrip().endswith("pass (faster)"), out
+    assert rows["test_acceleration[fp32]"].rstrip().endswith("pass"), out
+    assert rows["test_added_in_head[fp32]"].rstrip().endswith("new in head: not judged"), out
+    report = json.loads((repo.path / "report.json").read_text())
+    runs = report["versus"]["runs"]
+    arms = [r["arm"] for r in runs]
+    assert arms.count("base") == arms.count("head") >= 1  # one pair, more for a test not decided at one
+    assert report["versus"]["base"].startswith(f"HEAD~1 @ {sha}")
+    tweak_bench = next(b for b in report["benchmarks"] if b["extra_info"]["technique"] == "tweak")
+    assert tweak_bench["extra_info"]["versus"]["comparisons"]["ratio"]["regression"] is True
+    # nothing left behind: the worktree and the job's folder
+    assert len(git(repo.path, "worktree", "list").splitlines()) == 1
+    assert job_folders() <= before
+
+
+def test_a_base_that_cant_be_measured_is_a_usage_error_before_any_timing(repo: pytest.Pytester, run_inner):
+    before = job_folders()
+    missing = run_inner("--diffaccel-base=no-such-branch")
+    assert missing.ret == 4
+    missing.stderr.fnmatch_lines(["*--diffaccel-base=no-such-branch: no such commit, branch or tag*"])
+    # a base whose conftest raises: its collection fails, named, before any run is timed
+    repo.makeconftest("raise RuntimeError('the base conftest is broken')\n")
+    commit(repo.path, "broken")
+    repo.makeconftest(HEAD_CONFTEST)
+    commit(repo.path, "fixed")
+    broken = run_inner("--diffaccel-base=HEAD~1", "--diffaccel-techniques=fp32")
+    assert broken.ret == 4
+    text = broken.stderr.str()
+    assert "the base (HEAD~1 @" in text and "does not collect" in text and "the base conftest is broken" in text
+    assert "base run 1" not in broken.stdout.str()
+    assert len(git(repo.path, "worktree", "list").splitlines()) == 1
+    assert job_folders() <= before
