@@ -31,16 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import validate
 from .atomic import write_atomic
 from .history import upgraded
+from .validate import BaselineError
 
 SCHEMA = 3
 READABLE = (1, 2, 3)
 FINGERPRINTED = 3  # the first schema whose files say which environment recorded them
-
-
-class BaselineError(Exception):
-    """A baseline file that can't be used; the message names it and says what to do."""
 
 
 def slug(text: str) -> str:
@@ -75,38 +73,55 @@ def _file_error(path: Path, what: str) -> BaselineError:
     )
 
 
-def parse(path: Path, text: str) -> dict[str, Any]:
-    """The entries of a baseline file's text; BaselineError naming the file if it is not one."""
+def document(path: Path, text: str | bytes) -> dict[str, Any]:
+    """A baseline file's whole content, validated (validate.py); BaselineError naming the file if it is not one.
+
+    Everything is checked before anything is used: the JSON strictly (no NaN, Infinity or overflowing
+    numbers), the schema, every entry (positive finite samples and judged figures, run records, thumbnail
+    names of their one fixed form), the machine key (it becomes a path part when moved), and the
+    environment of a schema-3 file."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise _file_error(path, f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
+        data = validate.loads(text)
+    except validate.Invalid as error:
+        raise _file_error(path, str(error)) from None
     if not isinstance(data, dict):
         raise _file_error(path, "the top level is not a JSON object")
     schema = data.get("schema")
-    if schema not in READABLE:
+    if isinstance(schema, bool) or schema not in READABLE:
         readable = " and ".join(str(v) for v in READABLE)
         raise _file_error(
             path,
             f"unknown schema version {schema!r} (this pytest-diffaccel reads schemas {readable}; "
             "upgrade pytest-diffaccel?)",
         )
-    entries = data.get("entries")
-    if not isinstance(entries, dict) or not all(isinstance(v, dict) for v in entries.values()):
-        raise _file_error(path, "'entries' is not an object of test ids to entries")
-    for test_id, entry in entries.items():
-        samples = entry.get("samples")
-        if not isinstance(samples, list) or not all(isinstance(s, (int, float)) and s > 0 for s in samples):
-            raise _file_error(path, f"entry {test_id!r}: 'samples' must be a list of positive seconds")
-        runs = entry.get("runs")
-        if runs is not None and (not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs)):
-            raise _file_error(path, f"entry {test_id!r}: 'runs' must be a list of run records")
+    try:
+        validate.entries(data.get("entries"))
+        if data.get("machine") is not None:
+            validate.machine(data["machine"])
+        if schema >= FINGERPRINTED and "environment" in data:  # absent: written by a caller without one
+            validate.environment(data["environment"], "schema 3: 'environment'")
+    except validate.Invalid as error:
+        raise _file_error(path, str(error)) from None
+    return data
+
+
+def parse(path: Path, text: str | bytes) -> dict[str, Any]:
+    """The entries of a baseline file's text; BaselineError naming the file if it is not one."""
+    entries: dict[str, Any] = document(path, text)["entries"]
     return entries
 
 
-def _read(path: Path) -> str | None:
+def read_bytes(path: Path) -> bytes:
+    """A file of the folder's content; BaselineError naming it when it can't be read."""
+    text = _read(path)
+    if text is None:
+        raise _file_error(path, "vanished while read")
+    return text
+
+
+def _read(path: Path) -> bytes | None:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
         return None
     except OSError as error:
@@ -119,13 +134,13 @@ def load(path: Path) -> dict[str, Any]:
     return {} if text is None else parse(path, text)
 
 
-def environment_of(path: Path, text: str) -> dict[str, Any] | None:
+def environment_of(path: Path, text: str | bytes) -> dict[str, Any] | None:
     """The environment a file was recorded in (its hash recomputed from its hardware), None before schema 3."""
-    data = json.loads(text)
-    if data.get("schema", 0) < FINGERPRINTED:
+    data = document(path, text)
+    if data["schema"] < FINGERPRINTED:
         return None
     environment = data.get("environment")
-    if not isinstance(environment, dict) or not isinstance(environment.get("hardware"), dict):
+    if not isinstance(environment, dict):
         raise _file_error(path, "schema 3 without an 'environment' object holding 'hardware'")
     from .fingerprint import hardware_hash
 
@@ -171,6 +186,7 @@ class Located:
     environment: dict[str, Any] | None  # this run's fingerprint
     others: list[Stored] = field(default_factory=list)
     matched: bool = False  # a file recorded in this environment exists
+    notes: list[str] = field(default_factory=list)  # histories of other environments skipped as unreadable
 
     def mismatch(self) -> str | None:
         """One line on why the files of this key can't judge this run, or None when one of them is this
@@ -179,14 +195,51 @@ class Located:
             return None
         from .fingerprint import hardware_differences
 
-        now = self.environment["hardware"]
+        now = _hardware(self.environment) or {}
 
         def differences(stored: Stored) -> str:
-            return hardware_differences(stored.environment["hardware"] if stored.environment else None, now)
+            return hardware_differences(_hardware(stored.environment), now)
 
         nearest = min(self.others, key=lambda stored: (stored.environment is None, len(differences(stored))))
         more = f" (and {len(self.others) - 1} more file(s) of other environments)" if len(self.others) > 1 else ""
         return f"{nearest.path} {differences(nearest)}{more}"
+
+
+def _hardware(environment: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The hardware half of an environment, None when it has none (recorded before fingerprints, or damaged):
+    a missing half reads as 'unknown', never as a KeyError."""
+    hardware = environment.get("hardware") if isinstance(environment, Mapping) else None
+    return hardware if isinstance(hardware, dict) else None
+
+
+def skipped_note(error: BaseException) -> str:
+    """The one line a run prints for another environment's history it could not read and did not need."""
+    return f"skipped another environment's history it does not need: {error}"
+
+
+def _foreign(text: bytes, environment: Mapping[str, Any]) -> bool:
+    """Whether an unusable file was recorded in another environment than ``environment`` (or before
+    fingerprints): then it can't judge this run and is skipped. False when that can't be told (the file
+    may be this environment's, and is refused)."""
+    import json
+
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(data, dict) or isinstance(data.get("schema"), bool) or data.get("schema") not in READABLE:
+        return False
+    if data["schema"] < FINGERPRINTED:
+        return True
+    hardware = _hardware(data.get("environment"))
+    if hardware is None:
+        return False
+    from .fingerprint import hardware_hash
+
+    try:
+        return hardware_hash(hardware) != environment.get("hash")
+    except (TypeError, ValueError):
+        return False
 
 
 def candidates(folder: Path, key: str) -> list[Path]:
@@ -205,19 +258,28 @@ def locate(folder: Path, key: str, environment: Mapping[str, Any] | None) -> Loc
     if environment is None:
         path = folder / f"{key}.json"
         return Located(path=path, entries=load(path), environment=None)
-    others = []
+    others: list[Stored] = []
+    notes: list[str] = []
     for path in candidates(folder, key):
         text = _read(path)
         if text is None:
             continue
-        entries = parse(path, text)
-        stored = environment_of(path, text)
+        try:
+            entries = parse(path, text)
+            stored = environment_of(path, text)
+        except BaselineError as error:
+            if not _foreign(text, environment):
+                raise
+            notes.append(skipped_note(error))
+            continue
         if stored is not None and stored["hash"] == environment["hash"]:
-            return Located(path=path, entries=entries, environment=dict(environment), others=others, matched=True)
+            return Located(
+                path=path, entries=entries, environment=dict(environment), others=others, matched=True, notes=notes
+            )
         others.append(Stored(path=path, environment=stored, tests=len(entries)))
     free = folder / f"{key}.json"
     path = free if not free.exists() else folder / f"{key}-{environment['hash']}.json"
-    return Located(path=path, entries={}, environment=dict(environment), others=others)
+    return Located(path=path, entries={}, environment=dict(environment), others=others, notes=notes)
 
 
 @contextlib.contextmanager
@@ -309,11 +371,11 @@ def save(
 
 def named_files(entries: Mapping[str, Any]) -> set[str]:
     """The thumbnail files the entries name."""
-    names = set()
+    names: set[str] = set()
     for entry in entries.values():
         fidelity = entry.get("fidelity") if isinstance(entry, dict) else None
         if isinstance(fidelity, dict):
-            names.update(v for k, v in fidelity.items() if k in ("images", "reference") and isinstance(v, str))
+            names.update(v for k, v in fidelity.items() if k in ("images", "reference") and validate.is_thumbnail(v))
     return names
 
 

@@ -116,8 +116,16 @@ def runs_of(entry: Mapping[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def value(record: Mapping[str, Any], figure: str) -> float | None:
+    """The record's estimate of ``figure``; None unless a finite number above zero. Stored histories are
+    validated when read (validate.py); this keeps an infinite or boolean value from reaching a verdict
+    whatever the path it came by (one ``inf`` in a level makes its spread NaN, and NaN judges nothing)."""
     v = record.get(figure)
-    return float(v) if isinstance(v, (int, float)) and v > 0 else None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        return float(v) if math.isfinite(v) and v > 0 else None
+    except OverflowError:
+        return None
 
 
 def levels(
@@ -255,3 +263,4 @@ class RunUpdate:
 def merger(fields: Mapping[str, Any], record: Mapping[str, Any], keep: int, new_level: bool) -> RunUpdate:
     """How to fold a new run into a stored entry (see RunUpdate)."""
     return RunUpdate(fields, record, keep, new_level)
+

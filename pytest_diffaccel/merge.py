@@ -23,6 +23,11 @@ class MergeError(ValueError):
     pass
 
 
+# What a field of an unexpected shape raises while a shard is rendered (a string where a number was, a
+# list where an object was): named as the shard's fault, never a traceback.
+SHAPE_ERRORS = (ArithmeticError, LookupError, TypeError, ValueError, AttributeError)
+
+
 def merge(reports: list[tuple[str, dict[str, Any]]], prefer_last: bool = False) -> dict[str, Any]:
     if not reports:
         raise MergeError("no report to merge")
@@ -76,23 +81,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
+def read_shard(path: Path) -> dict[str, Any]:
+    """A shard's JSON report, validated (validate.shard): MergeError naming the shard and what is wrong."""
+    from . import validate
+
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        validate.shard(data)
+    except OSError as error:
+        raise MergeError(f"{path}: can't be read ({error.strerror or error})") from None
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError, JSONDecodeError and validate.Invalid
+        raise MergeError(f"{path}: not a shard's --diffaccel-json report ({error}); rerun that shard") from None
+    return dict(data)
+
+
+def _rendered(reports: list[tuple[str, dict[str, Any]]], merged: dict[str, Any]) -> Any:
+    """The merged run (report/merged.py); a field of an unexpected shape is a MergeError naming the shard it
+    came from, found by reading each shard alone."""
+    from .report.merged import merged_run, terminal_lines
+
+    try:
+        run_ = merged_run(merged)
+        return run_, terminal_lines(run_)
+    except SHAPE_ERRORS as error:
+        for name, report in reports:
+            try:
+                terminal_lines(merged_run(merge([(name, report)])))
+            except SHAPE_ERRORS as alone:
+                raise MergeError(
+                    f"{name}: a field of the report has an unexpected shape ({type(alone).__name__}: {alone}); "
+                    "rerun that shard"
+                ) from None
+        raise MergeError(f"the shards can't be merged ({type(error).__name__}: {error})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        loaded = []
-        for path in args.reports:
-            try:
-                loaded.append((str(path), json.loads(path.read_text())))
-            except (OSError, json.JSONDecodeError) as error:
-                raise MergeError(f"{path}: can't be read as JSON ({error})") from None
+        loaded = [(str(path), read_shard(path)) for path in args.reports]
         merged = merge(loaded, prefer_last=args.prefer_last)
+        run_, lines = _rendered(loaded, merged)
     except MergeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from .atomic import write_atomic
-    from .report.merged import failed, merged_run, render_html, render_markdown, terminal_lines
+    from .report.merged import failed, render_html, render_markdown
 
-    run_ = merged_run(merged)
-    print("\n".join(terminal_lines(run_)))
+    print("\n".join(lines))
     for path, text in (
         (args.output, lambda: json.dumps(merged, indent=2) + "\n"),
         (args.markdown, lambda: render_markdown(run_)),

@@ -7,9 +7,10 @@ Layout under the URL (``s3://bucket/prefix``)::
 
 A saved run is one object written once and never changed (one PUT: a reader sees it whole or not at
 all), holding what the run adds to each test's history (history.RunUpdate: the entry's fields, the run
-record, how many runs to keep, whether it starts a new level). The history of an environment is the
-fold of its objects in name order (time first) into the same entries a baseline file holds, by the same
-code. Two runners that save at the same time write two objects: both runs are in the next read. A
+record, how many runs to keep, whether it starts a new level, and the save sequence it claims: one more
+than the highest it read). The history of an environment is the fold of its objects in save order
+(sequence, then name: a skewed clock can't reorder it) into the same entries a baseline file holds, by
+the same code. Two runners that save at the same time write two objects: both runs are in the next read. A
 ``snapshot`` object (written by ``diffaccel move`` from a folder) holds whole entries and lists the
 objects it already contains.
 
@@ -27,7 +28,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import baselines
+from . import baselines, validate
 from .baselines import BaselineError, Located, SaveReport, Stored, StoredHistory
 from .history import RunUpdate, upgraded
 
@@ -41,7 +42,11 @@ class RemoteStore:
     """The store at ``url`` (any fsspec protocol; credentials and endpoint the backend's usual way)."""
 
     def __init__(self, url: str) -> None:
-        self.location = url.rstrip("/")
+        from .store import redact
+
+        target = url.rstrip("/")
+        self.location = redact(target)  # what is printed: never the URL's user, password or query values
+        self._secrets = _secrets(target)
         protocol = self.location.split("://", 1)[0]
         try:
             import fsspec
@@ -50,14 +55,16 @@ class RemoteStore:
             raise BaselineError(self._install(protocol, "fsspec")) from None
         del fsspec
         try:
-            self.fs, self.root = url_to_fs(self.location, skip_instance_cache=True)
+            self.fs, self.root = url_to_fs(target, skip_instance_cache=True)
         except ImportError as error:
             raise BaselineError(self._install(protocol, EXTRAS.get(protocol, str(error)))) from None
         except ValueError as error:
-            raise BaselineError(f"--diffaccel-baselines {self.location}: {error}") from None
+            raise BaselineError(f"--diffaccel-baselines {self.location}: {self._scrub(str(error))}") from None
         self.root = self.root.rstrip("/")
         self.local = "file" in _protocols(self.fs)
         self._thumbnails: dict[str, bytes] = {}
+        self._sequences: dict[tuple[str, str], int] = {}  # per history: the highest save sequence read
+        self._skewed: dict[tuple[str, str], int] = {}  # per history: objects whose time stamp is out of order
 
     def _install(self, protocol: str, package: str) -> str:
         return (
@@ -75,8 +82,14 @@ class RemoteStore:
         relative = path[len(self.root) :].lstrip("/")
         return f"{self.location}/{relative}" if relative else self.location
 
+    def _scrub(self, text: str) -> str:
+        """``text`` without the URL's secrets (a backend's error may quote the URL it was given)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def _unreachable(self, what: str, error: BaseException) -> BaselineError:
-        reason = f"{type(error).__name__}: {error}".strip().splitlines()[0][:300]
+        reason = self._scrub(f"{type(error).__name__}: {error}".strip().splitlines()[0][:300])
         return BaselineError(
             f"baseline store {self.location}: {what} failed ({reason}). Check the URL, the endpoint "
             "(AWS_ENDPOINT_URL / FSSPEC_S3_ENDPOINT_URL for an S3-compatible server) and the credentials; "
@@ -126,60 +139,82 @@ class RemoteStore:
     # ----------------------------------------------------------------------------- reading
 
     def _objects(self, key: str, digest: str) -> list[tuple[str, dict[str, Any]]]:
-        """The saved runs and snapshots of one environment, parsed, oldest first. An object listed but gone
-        when read (a compaction deleted what its snapshot holds) means: list again, the snapshot is there."""
-        folder = self._path(key, digest, RUNS)
+        """The saved runs and snapshots of one environment, parsed and validated, oldest first. An object
+        listed but gone when read (a compaction deleted what its snapshot holds) means: list again, the
+        snapshot is there."""
+        folder = self._path(_key(key), digest, RUNS)
         for _ in range(3):
             names = self.object_names(key, digest)
             blobs = self._read_all([f"{folder}/{name}" for name in names])
             found = {name: blob for name in names if (blob := _by_name(blobs, name)) is not None}
             if len(found) == len(names):
-                return [(name, self._parse_object(f"{folder}/{name}", found[name])) for name in names]
+                return [(name, self._parse_object(f"{folder}/{name}", found[name], digest)) for name in names]
         raise BaselineError(f"baseline store {self.url(folder)}: objects keep vanishing while read; try again")
 
-    def _parse_object(self, path: str, blob: bytes) -> dict[str, Any]:
+    def _parse_object(self, path: str, blob: bytes, digest: str | None = None) -> dict[str, Any]:
+        """One object, validated (validate.store_object) before any of it is folded or judged; an object
+        recorded in another environment than the folder it lies in is refused too."""
         where = self.url(path)
         try:
-            data = json.loads(blob.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            data = validate.loads(blob)
+            validate.store_object(data, baselines.SCHEMA)
+        except validate.Invalid as error:
             raise BaselineError(
-                f"baseline store object {where}: not valid JSON ({error}). Nothing was written; delete the object "
-                "or restore it."
+                f"baseline store object {where}: {error}. Nothing was judged against it or written; delete the "
+                "object or restore it."
             ) from None
-        if not isinstance(data, dict) or data.get("kind") not in ("run", "snapshot"):
-            raise BaselineError(f"baseline store object {where}: not a saved run or snapshot of pytest-diffaccel")
-        if data.get("schema") != baselines.SCHEMA:
-            raise BaselineError(
-                f"baseline store object {where}: schema {data.get('schema')!r} (this pytest-diffaccel reads "
-                f"{baselines.SCHEMA}; upgrade pytest-diffaccel?)"
-            )
-        return data
+        if digest is not None:
+            from .fingerprint import hardware_hash
+
+            if hardware_hash(data["environment"]["hardware"]) != digest:
+                raise BaselineError(
+                    f"baseline store object {where}: recorded in another environment than {digest}, the folder it "
+                    "lies in. Nothing was judged against it or written; delete the object or move it to its folder."
+                )
+        return dict(data)
 
     def _environments(self, key: str) -> list[str]:
         return [d for d in self._listing(self._path(key)) if _is_hash(d)]
 
     def _history(self, key: str, digest: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """The entries of one environment's history (its objects folded in order) and its environment."""
-        return fold(self._objects(key, digest))
+        """The entries of one environment's history (its objects folded in order) and its environment; the
+        highest save sequence read is kept, so that this runner's save claims the next one."""
+        objects = self._objects(key, digest)
+        self._sequences[(key, digest)] = max((sequence_of(data) for _, data in objects), default=0)
+        self._skewed[(key, digest)] = out_of_clock_order(objects)
+        return fold(objects)
 
     def locate(self, key: str, environment: Mapping[str, Any] | None) -> Located:
         self.check()
         if environment is None:
             raise BaselineError(f"baseline store {self.location}: a run without an environment fingerprint")
         others: list[Stored] = []
+        notes: list[str] = []
         for digest in self._environments(key):
             if digest == environment["hash"]:
                 continue
-            entries, stored = self._history(key, digest)
+            try:
+                entries, stored = self._history(key, digest)
+            except BaselineError as error:  # another environment's: this run does not need it
+                notes.append(baselines.skipped_note(error))
+                continue
             others.append(Stored(path=self.url(self._path(key, digest)), environment=stored, tests=len(entries)))
         entries, stored = self._history(key, environment["hash"])
         path = self.url(self._path(key, environment["hash"]))
+        skewed = self._skewed.get((key, environment["hash"]), 0)
+        if skewed:
+            notes.append(
+                f"{path}: {skewed} saved run(s) carry a time stamp out of the order they were saved in (a runner's "
+                "clock was skewed); the history is folded in the order of the saves, not by time stamp"
+            )
         self._prefetch(baselines.named_files(entries))
-        return Located(path=path, entries=entries, environment=dict(environment), others=others, matched=bool(entries))
+        return Located(
+            path=path, entries=entries, environment=dict(environment), others=others, matched=bool(entries), notes=notes
+        )
 
     def _prefetch(self, names: set[str]) -> None:
         """Every thumbnail this environment's entries name, read now: a test never waits on the store."""
-        paths = {name: self._path(THUMBNAILS, name) for name in sorted(names) if name not in self._thumbnails}
+        paths = {name: self._thumbnail_path(name) for name in sorted(names) if name not in self._thumbnails}
         if not paths:
             return
         found = self._read_all(list(paths.values()))
@@ -203,7 +238,7 @@ class RemoteStore:
         self.check()
         found = []
         for key in self._listing(self.root):
-            if key == THUMBNAILS:
+            if key == THUMBNAILS or not validate.is_machine(key):  # not a history this plugin wrote
                 continue
             for digest in self._environments(key):
                 entries, environment = self._history(key, digest)
@@ -248,29 +283,37 @@ class RemoteStore:
             "kind": "run",
             "machine": machine,
             "mode": mode,
+            "sequence": self._sequences.get((machine, environment["hash"]), 0) + 1,
             "saved": _now(),
             "environment": dict(environment),
             "tests": tests,
         }
-        path = self._path(machine, environment["hash"], RUNS, _object_name())
+        path = self._path(_key(machine), _digest(environment), RUNS, _object_name())
         self._put(path, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8"))
         report.path = self.url(path)
         return report
 
     def write_snapshot(
-        self, machine: str, environment: Mapping[str, Any], entries: Mapping[str, Any], covers: Sequence[str] = ()
+        self,
+        machine: str,
+        environment: Mapping[str, Any],
+        entries: Mapping[str, Any],
+        covers: Sequence[str] = (),
+        sequence: int = 0,
     ) -> str:
-        """Whole entries as one object (a folder's history moved in); its URL."""
+        """Whole entries as one object (a folder's history moved in, or a compaction); its URL. ``sequence``:
+        the highest save sequence of the objects it holds (a run saved after them claims a higher one)."""
         body = {
             "schema": baselines.SCHEMA,
             "kind": "snapshot",
             "machine": machine,
+            "sequence": sequence,
             "saved": _now(),
             "environment": dict(environment),
             "entries": {k: upgraded(v) for k, v in entries.items()},
             "covers": list(covers),
         }
-        path = self._path(machine, environment["hash"], RUNS, _object_name())
+        path = self._path(_key(machine), _digest(environment), RUNS, _object_name())
         self._put(path, (json.dumps(body, indent=1, sort_keys=True) + "\n").encode("utf-8"))
         return self.url(path)
 
@@ -287,7 +330,8 @@ class RemoteStore:
             entries, environment = fold(objects)
             assert environment is not None
             names = [name for name, _ in objects]
-            url = self.write_snapshot(stored.machine, environment, entries, covers=names)
+            sequence = max(sequence_of(data) for _, data in objects)
+            url = self.write_snapshot(stored.machine, environment, entries, covers=names, sequence=sequence)
             folder = self._path(stored.machine, digest, RUNS)
             self._call(
                 f"deleting {len(names)} object(s) of {self.url(folder)}", self.fs.rm, [f"{folder}/{n}" for n in names]
@@ -295,16 +339,25 @@ class RemoteStore:
             lines.append(f"compacted {stored.label}: {len(names)} objects -> 1 snapshot ({len(entries)} tests): {url}")
         return lines or [f"{self.location}: nothing to compact (one object or none per history)"]
 
+    def _thumbnail_path(self, name: str) -> str:
+        """The object of thumbnail ``name`` under the store's thumbnail prefix; only a content name is joined."""
+        try:
+            return self._path(THUMBNAILS, validate.thumbnail(name))
+        except validate.Invalid as error:
+            raise BaselineError(
+                f"baseline store {self.location}: {error}; fix or restore the history naming it"
+            ) from None
+
     def put_thumbnail(self, name: str, blob: bytes) -> None:
-        self._put(self._path(THUMBNAILS, name), blob, once=True)
+        self._put(self._thumbnail_path(name), blob, once=True)
 
     def thumbnail_bytes(self, name: str) -> bytes | None:
-        path = self._path(THUMBNAILS, name)
+        path = self._thumbnail_path(name)
         return self._call(f"reading {self.url(path)}", self.fs.cat_file, path, missing=None)
 
     def object_names(self, key: str, digest: str) -> list[str]:
         """The saved runs and snapshots of one environment's history, oldest first."""
-        return [n for n in self._listing(self._path(key, digest, RUNS)) if n.endswith(".json")]
+        return [n for n in self._listing(self._path(_key(key), _digest({"hash": digest}), RUNS)) if n.endswith(".json")]
 
     def _put(self, path: str, blob: bytes, once: bool = False) -> None:
         """One whole object. A content-named one (``once``) that exists already is the same bytes: kept."""
@@ -323,12 +376,40 @@ class RemoteStore:
 # ----------------------------------------------------------------------------- the fold (pure)
 
 
+def sequence_of(data: Mapping[str, Any]) -> int:
+    """The save sequence an object claims: one more than the highest its saver read. Objects written before
+    sequences (no field) read as 0: they come first, as the older objects they are."""
+    sequence = data.get("sequence", 0)
+    return sequence if isinstance(sequence, int) and not isinstance(sequence, bool) and sequence >= 0 else 0
+
+
+def in_fold_order(objects: Sequence[tuple[str, Mapping[str, Any]]]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The objects in the order they were saved: by the sequence each save claimed (what its runner had read
+    of the history), then by name. A name starts with the saver's wall clock, and a clock an hour fast
+    would otherwise put an old run after a newer accepted change, into its level."""
+    return sorted(objects, key=lambda item: (sequence_of(item[1]), item[0]))
+
+
+def out_of_clock_order(objects: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
+    """How many objects carry a time stamp (name) later than that of an object saved after them."""
+    count = 0
+    earliest_later: str | None = None
+    for name, _ in reversed(in_fold_order(objects)):
+        if earliest_later is not None and name > earliest_later:
+            count += 1
+        earliest_later = name if earliest_later is None else min(name, earliest_later)
+    return count
+
+
 def fold(objects: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The entries the objects of one environment make, and the environment (the newest object's). The
-    newest snapshot gives the entries it holds; then every run it does not already contain is folded in,
-    in name order, exactly as a save into a baseline file would have folded it."""
-    ordered = sorted(objects, key=lambda item: item[0])
+    newest snapshot (one no other snapshot holds) gives the entries it holds; then every run it does not
+    already contain is folded in, in the order of the saves (``in_fold_order``), exactly as a save into a
+    baseline file would have folded it."""
+    ordered = in_fold_order(objects)
     snapshots = [(name, data) for name, data in ordered if data.get("kind") == "snapshot"]
+    held = {covered for _, data in snapshots for covered in data.get("covers", ())}
+    snapshots = [(name, data) for name, data in snapshots if name not in held] or snapshots
     entries: dict[str, Any] = {}
     covered: set[str] = set()
     if snapshots:
@@ -362,9 +443,41 @@ def _by_name(blobs: Mapping[str, bytes], name: str) -> bytes | None:
     return next((blob for key, blob in blobs.items() if key == name or key.endswith("/" + name)), None)
 
 
+def _secrets(url: str) -> list[str]:
+    """The parts of a URL that must never be printed: its user, password and query values."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        found = [parts.username, parts.password]
+    except ValueError:
+        return []
+    found += [pair.split("=", 1)[1] for pair in parts.query.split("&") if "=" in pair]
+    secrets = {text for value in found if value for text in (value, unquote(value))}
+    return sorted(secrets, key=len, reverse=True)
+
+
 def _protocols(fs: Any) -> tuple[str, ...]:
     protocol = fs.protocol
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _key(machine: str) -> str:
+    """``machine`` as a path part of the store: a machine key, else BaselineError (a history's 'machine' field
+    of '../../outside' would write outside the store)."""
+    try:
+        return validate.machine(machine)
+    except validate.Invalid as error:
+        raise BaselineError(f"{error}: refused as a folder of the store; fix the history's 'machine' field") from None
+
+
+def _digest(environment: Mapping[str, Any]) -> str:
+    digest = environment.get("hash")
+    if not validate.is_hash(digest):
+        raise BaselineError(
+            f"environment hash {digest!r} is not {validate.HASH.pattern}: refused as a folder of the store"
+        )
+    return str(digest)
 
 
 def _is_hash(name: str) -> bool:

@@ -14,12 +14,11 @@ and a ``save`` that folds this run in. Pure Python; fsspec is imported only for 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import baselines
+from . import baselines, validate
 from .baselines import BaselineError, Located, SaveReport, StoredHistory
 
 
@@ -47,6 +46,26 @@ class Store(Protocol):
 
 def is_url(location: str | Path) -> bool:
     return isinstance(location, str) and "://" in location
+
+
+def redact(location: str | Path) -> str:
+    """``location`` as it may be printed: a URL without its user and password (fsspec accepts
+    ``s3://key:secret@bucket/prefix``) and without its query's values (a SAS token). Reports, the
+    terminal and error messages echo only this."""
+    text = str(location)
+    if not is_url(text):
+        return text
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text.split("://", 1)[0] + "://<redacted>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&") if pair)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def open_store(location: str | Path) -> Store:
@@ -87,21 +106,26 @@ class FolderStore:
     def thumbnail_bytes(self, name: str) -> bytes | None:
         from . import thumbnails
 
-        try:
-            return thumbnails.path_of(self.folder, name).read_bytes()
-        except OSError:
-            return None
+        return thumbnails.read_bytes(self.folder, name)
 
     def histories(self) -> list[StoredHistory]:
+        """Every file's history, validated (baselines.document): its machine key is a path part wherever the
+        history is moved, so one outside the machine-key alphabet is refused, naming the file."""
         found = []
         for path in sorted(self.folder.glob("*.json")):
-            text = path.read_text(encoding="utf-8")
-            entries = baselines.parse(path, text)
-            machine = json.loads(text).get("machine") or path.stem
-            found.append(StoredHistory(str(path), str(machine), baselines.environment_of(path, text), entries))
+            text = baselines.read_bytes(path)
+            data = baselines.document(path, text)
+            machine = data.get("machine") or path.stem
+            if not validate.is_machine(machine):
+                raise BaselineError(
+                    f"baseline file {path}: its name {path.stem!r} is no machine key and it holds no 'machine' "
+                    "field; rename the file to <machine key>.json (lowercase letters, digits, single dashes)"
+                )
+            environment = baselines.environment_of(path, text)
+            found.append(StoredHistory(str(path), str(machine), environment, data["entries"]))
         if not found and not self.folder.is_dir():
             raise BaselineError(f"baseline folder {self.folder} does not exist")
         return found
 
 
-__all__ = ["BaselineError", "FolderStore", "Store", "StoredHistory", "is_url", "open_store"]
+__all__ = ["BaselineError", "FolderStore", "Store", "StoredHistory", "is_url", "open_store", "redact"]

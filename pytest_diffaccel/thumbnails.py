@@ -69,14 +69,38 @@ def name_of(data: bytes) -> str:
 
 
 def path_of(baselines: Path, name: str) -> Path:
-    return baselines / FOLDER / name
+    """The file of thumbnail ``name`` in the folder. The name comes from a baseline file anyone may edit, so
+    only a content name (``<16 hex>.png``, what ``name_of`` makes) is joined onto the folder: an absolute
+    path, a ``..`` or a device would read or upload a file outside it. BaselineError otherwise."""
+    from .validate import BaselineError, Invalid, thumbnail
+
+    try:
+        return baselines / FOLDER / thumbnail(name)
+    except Invalid as error:
+        raise BaselineError(
+            f"baseline folder {baselines}: {error}; a baseline file names it: fix or restore that file"
+        ) from None
+
+
+def read_bytes(baselines: Path, name: str) -> bytes | None:
+    """The bytes of thumbnail ``name``, None when it is missing, unreadable, or not a plain file of the folder
+    (a committed symlink named like a thumbnail could point at any file of the machine)."""
+    import stat
+
+    path = path_of(baselines, name)
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def read(baselines: Path, name: str, count: int) -> Any | None:
-    """A stored thumbnail as images, or None when the file is missing or unreadable."""
-    try:
-        data = path_of(baselines, name).read_bytes()
-    except OSError:
+    """A stored thumbnail as images, or None when the file is missing or unreadable (a name that is not a
+    content name is a BaselineError: path_of)."""
+    data = read_bytes(baselines, name)
+    if data is None:
         return None
     try:
         return decode(data, count)

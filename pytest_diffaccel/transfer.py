@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .baselines import BaselineError
-from .store import StoredHistory, is_url, open_store
+from .store import StoredHistory, is_url, open_store, redact
 
 HELP = "copy baseline histories from a folder into a shared store (s3://...), or from a store into a folder"
 COMPACT_HELP = "fold each history of a shared store into one snapshot object (runs saved meanwhile are kept)"
@@ -46,7 +46,9 @@ def add_compact_arguments(parser: argparse.ArgumentParser) -> None:
 def run_compact(args: argparse.Namespace) -> int:
     def compact() -> list[str]:
         if not is_url(args.store):
-            raise BaselineError(f"{args.store}: not a store URL (a folder holds one file per environment already)")
+            raise BaselineError(
+                f"{redact(args.store)}: not a store URL (a folder holds one file per environment already)"
+            )
         from .remote import RemoteStore
 
         return RemoteStore(args.store).compact()
@@ -67,7 +69,7 @@ def _report(command: str, action: Any) -> int:
 def move(source: str, destination: str, replace: bool = False) -> list[str]:
     """Copy every fingerprinted history of ``source`` into ``destination``; a line per history."""
     if str(source).rstrip("/") == str(destination).rstrip("/"):
-        raise BaselineError(f"source and destination are the same: {source}")
+        raise BaselineError(f"source and destination are the same: {redact(source)}")
     origin = open_store(source if is_url(source) else Path(source))
     histories = origin.histories()
     lines = []
@@ -78,8 +80,9 @@ def move(source: str, destination: str, replace: bool = False) -> list[str]:
         else:
             movable.append(stored)
     if not movable:
-        raise BaselineError(f"{source}: no history recorded with an environment fingerprint to move")
+        raise BaselineError(f"{redact(source)}: no history recorded with an environment fingerprint to move")
     for stored in movable:
+        _confined(stored)
         pictures = _thumbnails(origin, stored)
         if is_url(destination):
             target = _into_store(destination, stored, pictures, replace)
@@ -91,6 +94,19 @@ def move(source: str, destination: str, replace: bool = False) -> list[str]:
             f"{len(stored.entries)} tests, {runs} runs, {len(pictures)} thumbnails) -> {target}"
         )
     return lines
+
+
+def _confined(stored: StoredHistory) -> None:
+    """The history's machine key and hash are path parts of the destination: refused unless of their alphabet
+    (the readers refuse them already; this keeps a caller that builds a StoredHistory itself confined too)."""
+    from . import validate
+
+    digest = (stored.environment or {}).get("hash")
+    if not validate.is_machine(stored.machine) or not validate.is_hash(digest):
+        raise BaselineError(
+            f"{stored.label}: machine {stored.machine!r} or environment hash {digest!r} is not a key this plugin "
+            "writes (lowercase letters, digits, single dashes; 8 hex digits); fix its 'machine' field"
+        )
 
 
 def _thumbnails(origin: Any, stored: StoredHistory) -> dict[str, bytes]:
@@ -114,7 +130,7 @@ def _into_store(url: str, stored: StoredHistory, pictures: dict[str, bytes], rep
     existing = store.object_names(stored.machine, environment["hash"])
     if existing and not replace:
         raise BaselineError(
-            f"{url} already holds a history of {stored.machine} for environment {environment['hash']} "
+            f"{store.location} already holds a history of {stored.machine} for environment {environment['hash']} "
             f"({len(existing)} saved runs); pass --replace to put {stored.label}'s in its place"
         )
     for name, blob in pictures.items():

@@ -18,6 +18,7 @@ def environment_lines(state: Any) -> list[str]:
         f"{software.get('torch threads')} threads)"
     ]
     located = state.located
+    lines += list(getattr(located, "notes", ()))  # histories skipped as unreadable, runs out of clock order
     if located.matched:
         lines.append(f"baselines: {located.path} (this environment, {len(located.entries)} tests)")
         return lines
@@ -40,4 +41,5 @@ def as_dict(state: Any) -> dict[str, Any]:
         "baseline_file": str(located.path),
         "baseline_matched": located.matched,
         "mismatch": located.mismatch(),
+        "notes": list(getattr(located, "notes", ())),
     }

@@ -58,6 +58,8 @@ def front_plot(result: Any) -> str:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from .series import plain
+
     trials = list(result.latest().values())
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     xs, ys = _points(trials, passed=True)
@@ -73,7 +75,7 @@ def front_plot(result: Any) -> str:
             if trial.spec == result.chosen:
                 continue  # labelled below
             axis.annotate(
-                trial.spec,
+                plain(trial.spec),
                 (trial.measurement.score, trial.measurement.ssim or 0.0),
                 textcoords="offset points",
                 xytext=(4, -10),
@@ -85,7 +87,7 @@ def front_plot(result: Any) -> str:
         point = (chosen.measurement.score, chosen.measurement.ssim or 0.0)
         axis.scatter(*point, s=160, marker="*", color=CHOSEN_COLOUR, edgecolor="black", zorder=4, label="chosen")
         axis.annotate(
-            f"chosen: {chosen.spec}", point, textcoords="offset points", xytext=(6, 6), fontsize=8, weight="bold"
+            plain(f"chosen: {chosen.spec}"), point, textcoords="offset points", xytext=(6, 6), fontsize=8, weight="bold"
         )
     if not trials:
         axis.text(0.5, 0.5, "no candidate was measured", ha="center", va="center", transform=axis.transAxes)

@@ -267,6 +267,13 @@ _FIGURE_WORDS = {
 # ----------------------------------------------------------------------------- drawing (matplotlib, Agg)
 
 
+def plain(text: object) -> str:
+    """``text`` as matplotlib draws it literally: each ``$`` escaped, so that a test id or a technique name
+    holding ``$...$`` is never parsed as TeX (mathtext raises on what it can't parse, and the chart, the
+    HTML report and ``diffaccel history --chart`` with it). An escaped ``\\$`` already there stays literal."""
+    return str(text).replace("$", r"\$")
+
+
 def _formatter(figure: str) -> Callable[[float, Any], str]:
     if figure == "ratio":
         return lambda value, _: f"{value:.2f}x"
@@ -315,19 +322,19 @@ def draw(axis: Any, view: SeriesView) -> None:
         if view.annotation:
             top = max(p.value for p in now)
             axis.annotate(
-                view.annotation, (x, top), xytext=(-7, 0), textcoords="offset points", ha="right", va="center",
+                plain(view.annotation), (x, top), xytext=(-7, 0), textcoords="offset points", ha="right", va="center",
                 fontsize=7, color=RED if view.failed else ORANGE, fontweight="bold",
             )  # fmt: skip
     if view.limits is not None:
         axis.set_ylim(*view.limits)
     positions = [x for x, _ in view.ticks]
-    axis.set_xticks(positions, [label for _, label in view.ticks])
+    axis.set_xticks(positions, [plain(label) for _, label in view.ticks])
     axis.set_xlim(-0.6, (max(positions) if positions else 0) + 0.6)
     axis.yaxis.set_major_locator(MaxNLocator(4))
     axis.yaxis.set_major_formatter(FuncFormatter(_formatter(view.figure)))
     axis.tick_params(labelsize=7, length=2)
     axis.set_ylabel(AXIS.get(view.figure, view.figure), fontsize=7)
-    axis.set_title(view.title, fontsize=8, loc="left")
+    axis.set_title(plain(view.title), fontsize=8, loc="left")
     axis.grid(axis="y", alpha=0.3)
     for side in ("top", "right"):
         axis.spines[side].set_visible(False)
@@ -351,9 +358,11 @@ def _png_bytes(figure: Any) -> bytes:
 
 def chart_png(view: SeriesView) -> bytes:
     """One chart, about 4.5 x 1.8 inches, as PNG bytes."""
-    figure, axis = _pyplot().subplots(figsize=SIZE)
-    draw(axis, view)
-    return _png_bytes(figure)
+    plt = _pyplot()
+    with plt.rc_context({"text.usetex": False}):  # labels are escaped for mathtext, not for a TeX install
+        figure, axis = plt.subplots(figsize=SIZE)
+        draw(axis, view)
+        return _png_bytes(figure)
 
 
 def chart_uri(view: SeriesView) -> str:
@@ -364,16 +373,16 @@ def grid_png(views: Sequence[SeriesView], columns: int = 2) -> bytes:
     """Every chart in one PNG, ``columns`` to a row."""
     columns = max(1, min(columns, len(views)))
     rows = math.ceil(len(views) / columns)
-    figure, axes = _pyplot().subplots(
-        rows, columns, figsize=(SIZE[0] * columns, (SIZE[1] + 0.35) * rows), squeeze=False
-    )
-    for index, axis in enumerate(axes.flat):
-        if index < len(views):
-            draw(axis, views[index])
-        else:
-            axis.set_visible(False)
-    figure.tight_layout()
-    return _png_bytes(figure)
+    plt = _pyplot()
+    with plt.rc_context({"text.usetex": False}):  # labels are escaped for mathtext, not for a TeX install
+        figure, axes = plt.subplots(rows, columns, figsize=(SIZE[0] * columns, (SIZE[1] + 0.35) * rows), squeeze=False)
+        for index, axis in enumerate(axes.flat):
+            if index < len(views):
+                draw(axis, views[index])
+            else:
+                axis.set_visible(False)
+        figure.tight_layout()
+        return _png_bytes(figure)
 
 
 # ----------------------------------------------------------------------------- stored histories as rows (pure)

@@ -10,15 +10,14 @@ weights of linear layers whose input width is a multiple of the quantization blo
 every other tensor is stored in F32. diffusers replaces those layers by ``GGUFLinear``, which
 dequantizes its weight at each call. The conversion is deterministic and cached: a file per source
 digest (the weights and config read, the type, the converter's and gguf's versions) under
-``$DIFFACCEL_GGUF_CACHE`` (default: ``pytest-diffaccel-gguf`` in the temp folder).
+``$DIFFACCEL_GGUF_CACHE`` (default: ``~/.cache/pytest-diffaccel/gguf``, created private and checked to be
+this user's; never a predictable folder of the shared temp directory).
 """
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +38,38 @@ TYPES = {
 }
 
 
+def default_cache() -> Path:
+    """The per-user cache (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``pytest-diffaccel/gguf``). Not a folder
+    of the shared temp directory: a name there is predictable, and another user could create it first and
+    hand this one a converted model of their making."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pytest-diffaccel" / "gguf"
+
+
+def owned(folder: Path) -> Path:
+    """``folder``, created private (0700) when absent; refused (ValueError naming it) when it is a symlink,
+    belongs to another user, or others may write into it: a converted model loaded from it runs as code
+    of whoever can write there."""
+    import stat
+
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.lstat()
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a folder (a symlink?)"
+    elif hasattr(os, "getuid") and info.st_uid != os.getuid():
+        problem = f"belongs to another user (uid {info.st_uid})"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"may be written by others (mode {stat.S_IMODE(info.st_mode):o})"
+    if problem:
+        raise ValueError(f"GGUF cache {folder} {problem}; remove it, or set ${CACHE_ENV} to a folder of your own")
+    return folder
+
+
 def cache_dir() -> Path:
+    """Where converted files are kept: ``$DIFFACCEL_GGUF_CACHE``, else the per-user cache; checked as ours."""
     configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "user"
-    return Path(tempfile.gettempdir()) / f"pytest-diffaccel-gguf-{user}"
+    return owned(Path(configured) if configured else default_cache())
 
 
 def block_size(qtype: str) -> int:
