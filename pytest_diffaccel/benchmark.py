@@ -288,18 +288,28 @@ class Benchmark:
         )
 
     def _moved(self, first: Block, entry: dict[str, Any] | None, reference: Any) -> str:
-        """Which component moved, on the same footing as the verdict: over the fp32 reference's
-        components in relative mode (the machine's speed of the day cancels), in seconds otherwise."""
+        """Which component moved, on the same footing as the verdict: each run's components over its own
+        interleaved fp32 in relative mode (as the ratio is; the machine's speed of the moment cancels), in
+        seconds otherwise, against the newest level's runs. A history recorded before runs kept their
+        components is compared with its newest run's breakdown as it was stored."""
+        calls = first.measurement.breakdown
+        shares = breakdown.shares_of(breakdown.medians(calls))
+        noises = {c: breakdown.noise(calls, c) for c in breakdown.COMPONENTS}
+        stored_runs = history.newest_components(history.runs_of(entry))
+        if stored_runs:
+            return breakdown.compare(self._footing(first), stored_runs, shares=shares, noises=noises)
         stored = (entry or {}).get("breakdown_relative" if self._relative_breakdown else "breakdown")
         if not stored:
             return ""
-        calls = first.measurement.breakdown
-        return breakdown.compare(
-            self._components(first, reference),
-            stored,
-            shares=breakdown.shares_of(breakdown.medians(calls)),
-            noises={c: breakdown.noise(calls, c) for c in breakdown.COMPONENTS},
-        )
+        return breakdown.compare(self._components(first, reference), stored, shares=shares, noises=noises)
+
+    def _footing(self, first: Block) -> dict[str, float]:
+        """Block 1's components on the latency gate's footing (Result.components)."""
+        seconds = breakdown.medians(first.measurement.breakdown)
+        if not self._relative_breakdown or not first.ratios:
+            return {c: v for c, v in seconds.items() if c in breakdown.COMPONENTS}
+        ratio, median = first.estimate("ratio"), first.measurement.median
+        return {c: ratio * v / median for c, v in seconds.items() if c in breakdown.COMPONENTS and median > 0}
 
     @property
     def _relative_breakdown(self) -> bool:
@@ -356,6 +366,7 @@ class Benchmark:
             compare_mode=settings_mode(self.settings, spec),
             breakdown=breakdown.medians(measurement.breakdown),
             breakdown_relative=self._components(first, reference) if self._relative_breakdown else {},
+            components=self._footing(first),
             graph_breaks=measurement.graph_breaks,
             blocks=[b.summary(figure) for b in blocks],
             figure=figure,

@@ -264,3 +264,17 @@ def merger(fields: Mapping[str, Any], record: Mapping[str, Any], keep: int, new_
     """How to fold a new run into a stored entry (see RunUpdate)."""
     return RunUpdate(fields, record, keep, new_level)
 
+
+def newest_components(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The geometric mean of each component over the newest level's runs that kept them (Result.components),
+    empty when none did (a history recorded before runs kept their components)."""
+    level = newest_level(records)
+    logs: dict[str, list[float]] = {}
+    for record in records:
+        components = record.get("components")
+        if int(record.get("level", 0)) != level or not isinstance(components, Mapping):
+            continue
+        for name, v in components.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf:
+                logs.setdefault(str(name), []).append(math.log(v))
+    return {name: math.exp(stats.mean(values)) for name, values in logs.items()}

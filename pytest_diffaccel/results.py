@@ -47,6 +47,9 @@ class Result:
     compare_mode: str = "absolute"
     breakdown: dict[str, float] = field(default_factory=dict)  # median seconds per component
     breakdown_relative: dict[str, float] = field(default_factory=dict)  # over the fp32 reference's components
+    # each component on the footing the latency gate judges: in relative mode its seconds over the interleaved
+    # fp32's call (block 1's ratio times the component's share of the call), in absolute mode its seconds
+    components: dict[str, float] = field(default_factory=dict)
     graph_breaks: int | None = None
     blocks: list[dict[str, Any]] = field(default_factory=list)  # one summary per block (blocks.Block.summary)
     figure: str = "ratio"  # what the latency gate compares: "ratio" (to fp32) or "median" (seconds)
@@ -154,6 +157,8 @@ class Result:
         ratios = [b["ratio"] for b in blocks if b.get("ratio")]
         if ratios and self.relative_kind:
             record["ratio"] = round(stats.geometric_mean(ratios), 6)
+        if self.components:  # per run, as the ratios are: a later run's breakdown is judged against them
+            record["components"] = {k: round(v, 6) for k, v in self.components.items()}
         return record
 
     def baseline_fields(self, versions: dict[str, str | None]) -> dict[str, Any]:

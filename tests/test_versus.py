@@ -250,3 +250,24 @@ def test_a_base_interpreter_without_the_plugin_is_refused(tmp_path):
         arms.check_python(str(bare / "bin" / "python"))
     found = arms.check_python(sys.executable)
     assert found["pytest_diffaccel"] and found["torch"]
+
+
+def test_a_history_judges_components_against_its_runs_own_components():
+    """Item 6 of the base-vs-head issue, for histories: each run keeps its components on the ratio's footing,
+    and a later run's breakdown is read against the newest level's, so a slowdown all in one component
+    reads at its true size (the stored entry's old breakdown_relative divided one run by another's fp32)."""
+    from pytest_diffaccel import breakdown, history
+
+    old = {"text encoder": 0.1, "denoiser": 0.8, "VAE decode": 0.1}
+    records = [
+        {"level": 0, "ratio": 1.0, "components": {"denoiser": 5.0}},  # an older level: not compared
+        {"level": 1, "ratio": 1.0, "components": old},
+        {"level": 1, "ratio": 1.0, "components": {**old, "denoiser": 0.8 * 1.02}},
+        {"level": 1, "ratio": 1.0},  # a run saved before runs kept their components
+    ]
+    stored = history.newest_components(records)
+    assert stored["denoiser"] == pytest.approx(0.8 * math.sqrt(1.02))
+    now = {"text encoder": 0.1, "denoiser": 0.8 * 1.36, "VAE decode": 0.1}
+    text = breakdown.compare(now, stored, shares=breakdown.shares_of(now))
+    assert text.startswith("denoiser 1.35x slower (100% of the change)"), text
+    assert history.newest_components([{"level": 0, "ratio": 1.0}]) == {}

@@ -110,12 +110,14 @@ def _speedup_chart(results: list[Any]) -> str | None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7.5, 0.6 + 0.32 * len(measured)))
+    from .series import plain
+
     names = [r.technique for r in measured]
     values = [r.speedup for r in measured]
     colours = ["#c0392b" if r.failed else "#2e86c1" for r in measured]
     axis.barh(range(len(measured)), values, color=colours)
     axis.axvline(1.0, color="black", linewidth=0.8)
-    axis.set_yticks(range(len(measured)), names)
+    axis.set_yticks(range(len(measured)), [plain(name) for name in names])
     axis.invert_yaxis()
     axis.set_xlabel("speed-up vs fp32 (red: failed)")
     for index, value in enumerate(values):
@@ -180,12 +182,15 @@ def _sections(results: list[Any]) -> list[dict[str, Any]]:
                 maps = ssim_maps(result.images, result.reference_images)
             except ValueError:
                 maps = []
+            base = getattr(result, "base_images", None)  # a base-vs-head job: the base's picture of the same seed
             for index, image in enumerate(result.images):
                 triples.append(
                     {
                         "reference": _png(result.reference_images[index]),
                         "technique": _png(image),
                         "ssim_map": _heatmap(maps[index]) if index < len(maps) else None,
+                        "base": _png(base[index]) if base is not None and index < len(base) else None,
+                        "base_label": getattr(result, "base_label", ""),
                     }
                 )
         gates = list(result.verdict.gates) if result.verdict else []

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,7 @@ VALUE_OPTIONS = (
 )
 FLAG_OPTIONS = ("--diffaccel-require-baseline",)
 TAIL_LINES = 12
+SESSION_SECONDS = re.compile(r" in ([0-9.]+)s\b")  # pytest's summary line: "... in 282.70s (0:04:42) ..."
 
 
 class ArmError(Exception):
@@ -80,6 +82,7 @@ class ArmRun:
     seconds: float
     figures: dict[str, RunFigures] = field(default_factory=dict)
     counts: str = ""  # "17 passed, 12 skipped"
+    session_seconds: float | None = None  # the run's own test session, as its pytest summary says
     violations: list[str] = field(default_factory=list)  # modules imported from the head's tree
     python: str = ""
     versions: dict[str, Any] = field(default_factory=dict)
@@ -298,6 +301,8 @@ def read(arm: str, number: int, out: Path, status: int, seconds: float, lines: l
         summary = SUMMARY.match(line)
         if summary:
             result.counts = summary.group(1)
+            took = SESSION_SECONDS.search(line)
+            result.session_seconds = float(took.group(1)) if took else None
             break
     result.tail = "\n".join(line for line in lines[-TAIL_LINES:] if line.strip())
     if out.is_file():

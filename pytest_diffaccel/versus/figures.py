@@ -102,7 +102,11 @@ def from_payload(data: Mapping[str, Any]) -> RunFigures:
 
 def components(data: Mapping[str, Any], figure: str, ratio: float | None, median: float | None) -> dict[str, float]:
     """The call's components on the figure's footing: seconds, or (relative mode) each component's seconds
-    over the interleaved fp32's call: the run's ratio times the component's share of this call's median."""
+    over the interleaved fp32's call: the run's ratio times the component's share of this call's median.
+    The run computed them itself (Result.components); an older plugin's run did not: computed here."""
+    kept = data.get("components")
+    if isinstance(kept, Mapping) and kept:
+        return {c: v for c in COMPONENTS if (v := _positive(kept.get(c))) is not None}
     breakdown = data.get("breakdown") or {}
     seconds = {c: v for c in COMPONENTS if (v := _positive(breakdown.get(c))) is not None}
     if figure != "ratio" or ratio is None or median is None:

@@ -121,12 +121,28 @@ def results_of(job: Any) -> list[Any]:
             result.outcome = "skipped"
             results.append(result)
             continue
+        _pictures(result, first, job)
         gates = tuple(decision.gates) or (Gate("latency", True, NEW, judged=False),)
         result.verdict = Verdict(gates=gates, reported=decision.reported)
         result.outcome = "failed" if decision.failed else "passed"
         result.baseline_note = f"vs base {job.base.label}" if decision.state == "judged" else NEW
         results.append(result)
     return results
+
+
+def _pictures(result: Any, head: Any, job: Any) -> None:
+    """The pictures the HTML report shows, from the runs' thumbnails: fp32, the base's and the head's."""
+    from .pictures import decoded
+
+    base, _ = job.arms_of(result.test_id)
+    first_base = next((b for b in base if b is not None and b.thumbnail), None)
+    result.images = decoded(head.thumbnail, head.thumbnail_count)
+    reference = head.payload.get("reference_thumbnail")
+    result.reference_images = decoded(reference, head.thumbnail_count) if isinstance(reference, str) else None
+    if result.reference_images is None:
+        result.images = None  # the report shows a picture beside its reference, or none
+    result.base_images = decoded(first_base.thumbnail, first_base.thumbnail_count) if first_base else None
+    result.base_label = job.base.label
 
 
 def _position(job: Any, test_id: str) -> int:

@@ -60,7 +60,7 @@ class Job:
     decisions: dict[str, Decision] = field(default_factory=dict)
     gone: list[str] = field(default_factory=list)  # tests in the base only
     seconds: float | None = None
-    test_seconds: float = 0.0  # the runs' own pytest time, summed
+    test_seconds: float = 0.0  # the runs' own test sessions (their pytest summaries), summed
     pairs_done: dict[str, int] = field(default_factory=dict)  # test -> pairs it was measured in
     order: list[str] = field(default_factory=list)  # the head session's tests, in its order
 
@@ -95,7 +95,7 @@ class Job:
             say(f"{name} run {number}/{total} in a fresh process ...")
             result = arms_module.run(arm, number, total, args, self.folder, only, say)
             self.runs.append(result)
-            self.test_seconds += result.seconds
+            self.test_seconds += result.session_seconds or 0.0
             say(result.line(total))
             self._check(result, arm)
 
@@ -184,7 +184,7 @@ class Job:
         overhead = ""
         if self.seconds:
             overhead = (
-                f"; {runs} runs in {duration(self.seconds)}, their own test time {duration(self.test_seconds)}"
+                f"; {runs} runs in {duration(self.seconds)}, their own test sessions {duration(self.test_seconds)}"
             )
         return (
             f"vs base {self.base.label}, {_pairs(self.pairs)}{more}, interleaved in this job (order seed {self.seed})"

@@ -10,11 +10,17 @@ from typing import Any
 from .figures import RunFigures
 
 
-def _pictures(run: RunFigures) -> Any:
+def decoded(thumbnail: str | None, count: int) -> Any:
+    """A run's thumbnail (base64 PNG strip) as (count, h, w, 3) floats, None without one."""
+    if not thumbnail:
+        return None
     from ..thumbnails import decode
 
-    assert run.thumbnail is not None
-    return decode(base64.b64decode(run.thumbnail), run.thumbnail_count)
+    return decode(base64.b64decode(thumbnail), count)
+
+
+def _pictures(run: RunFigures) -> Any:
+    return decoded(run.thumbnail, run.thumbnail_count)
 
 
 def _ssim(a: Any, b: Any) -> float | None:

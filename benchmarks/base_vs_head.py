@@ -1,0 +1,348 @@
+"""How good a base-vs-head job is on this machine: its false alarms, what it catches, what it costs.
+
+A base-vs-head job (``--diffaccel-base``) judges each test pair by pair. Three parts:
+
+* ``aa`` (minutes, idle machine): a real A/A job on the example matrix, the base being HEAD and the head
+  the same commit (a clean working tree): ``pytest examples --diffaccel-base=HEAD --diffaccel-base-runs=N``.
+  Its pairs are the machine's measured pair spreads; its verdicts must all pass. Appended to the JSON.
+* ``drill`` (minutes, idle machine): a real A/B job: the head's tree gains ``examples/conftest.py`` (not in
+  HEAD, so the base's worktree has none) that turns on the fire drill for one technique (real matrix
+  products in its denoiser, never a sleep); the job must fail that test's latency gate, and only it.
+* ``simulate`` (seconds, the default): jobs drawn at the pair spreads the real A/A jobs measured (each test's
+  own spread, moderated as the gate does, plus the spread the runs of a pair share), judged by the plugin's
+  own code (versus.decide, with more pairs for the undecided): the A/A false-alarm rate per job, the
+  detection of +5%, +15% and +25% in one technique and in every test at once (fp32 included), and the runs
+  a job costs, for 1, 2 and 3 starting pairs. Writes docs/base-vs-head.json's ``simulation`` and
+  docs/base-vs-head.md.
+
+    python benchmarks/base_vs_head.py aa --pairs 3          # about 6 runs of pytest examples
+    python benchmarks/base_vs_head.py drill --slowdown 15% --technique fuse-qkv
+    python benchmarks/base_vs_head.py                       # the simulation and the page
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_diffaccel.versus import decide, figures, judge  # noqa: E402
+from pytest_diffaccel.versus.job import MAX_PAIRS_FACTOR  # noqa: E402
+
+DATA = ROOT / "docs" / "base-vs-head.json"
+PAGE = ROOT / "docs" / "base-vs-head.md"
+LIMITS = decide.Limits(max_slowdown=0.10, max_compile_increase=0.5, max_memory_increase=0.1, memory_slack=0, alpha=5e-4)
+FIGURES = ("ratio", "median")
+TARGETS = {"aa": 0.01, "15%": 0.95, "25%": 0.99, "5%": 0.05}
+
+
+# ----------------------------------------------------------------------------- real jobs
+
+
+def load() -> dict:
+    return json.loads(DATA.read_text()) if DATA.exists() else {"jobs": []}
+
+
+def save(data: dict) -> None:
+    DATA.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def run_job(kind: str, pairs: int, extra_env: dict[str, str], note: str) -> dict:
+    """One real job on the example matrix against HEAD; its versus block and its outcome."""
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "job.json"
+        command = [sys.executable, "-m", "pytest", "examples", "--diffaccel-base=HEAD",
+                   f"--diffaccel-base-runs={pairs}", f"--diffaccel-json={report}", "-p", "no:cacheprovider"]  # fmt: skip
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, env={**os.environ, **extra_env}, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if not report.exists():
+            sys.exit(f"the job wrote no report (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
+        versus = json.loads(report.read_text())["versus"]
+        benches = json.loads(report.read_text())["benchmarks"]
+    verdicts = {b["extra_info"]["technique"]: b["extra_info"].get("versus", {}).get("verdict") for b in benches}
+    summary = [line for line in done.stdout.splitlines() if line.startswith("=") and " in " in line][-1:]
+    return {
+        "kind": kind,
+        "note": note,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["pytest", *command[3:-3]]),
+        "exit_status": done.returncode,
+        "pytest_summary": summary[0].strip("= ") if summary else "",
+        "wall_seconds": round(wall, 1),
+        "job_seconds": versus["seconds"],
+        "runs_session_seconds": versus["test_seconds"],
+        "pairs": pairs,
+        "runs": len(versus["runs"]),
+        "verdicts": verdicts,
+        "versus": versus,
+    }
+
+
+def clean_tree() -> None:
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()  # fmt: skip
+    if dirty:
+        sys.exit(f"an A/A job needs the working tree equal to HEAD; commit or stash first:\n{dirty}")
+
+
+def aa(pairs: int) -> None:
+    clean_tree()
+    data = load()
+    job = run_job("aa", pairs, {}, "base = HEAD, head = the same commit")
+    data["jobs"].append(job)
+    save(data)
+    failed = [t for t, v in job["verdicts"].items() if v and v.startswith("FAIL")]
+    print(f"A/A job: {job['pytest_summary']}; failed: {failed or 'none'}; {job['runs']} runs, "
+          f"{job['job_seconds']:.0f} s, the runs' own sessions {job['runs_session_seconds']:.0f} s")  # fmt: skip
+
+
+def drill(slowdown: str, technique: str, pairs: int) -> None:
+    clean_tree()
+    conftest = ROOT / "examples" / "conftest.py"
+    if conftest.exists():
+        sys.exit(f"{conftest} exists: this benchmark writes its own there")
+    conftest.write_text(
+        '"""The head\'s change (benchmarks/base_vs_head.py drill): real work in one technique\'s denoiser."""\n'
+        "import os\n\n"
+        f'os.environ["DIFFACCEL_SLOWDOWN"] = "{technique}={slowdown}"\n'
+    )
+    try:
+        data = load()
+        job = run_job("drill", pairs, {}, f"head only: DIFFACCEL_SLOWDOWN={technique}={slowdown} (examples/conftest.py)")
+        job["drill"] = {"technique": technique, "slowdown": slowdown}
+        data["jobs"].append(job)
+        save(data)
+    finally:
+        conftest.unlink()
+    print(f"drill job ({technique} +{slowdown}): {job['pytest_summary']}; verdicts: "
+          + ", ".join(f"{t}: {v}" for t, v in job["verdicts"].items() if v and v != "pass"))
+
+
+# ----------------------------------------------------------------------------- the measured spreads
+
+
+def pair_differences(versus: dict) -> dict[str, dict[str, list[float]]]:
+    """test -> figure -> log(head / base) of each pair of a job's runs."""
+    by_pair: dict[int, dict[str, dict]] = {}
+    for run in versus["runs"]:
+        by_pair.setdefault(run["pair"], {})[run["arm"]] = run["tests"]
+    out: dict[str, dict[str, list[float]]] = {}
+    for arms in by_pair.values():
+        if "base" not in arms or "head" not in arms:
+            continue
+        for test, head in arms["head"].items():
+            base = arms["base"].get(test)
+            if not base:
+                continue
+            for figure in FIGURES:
+                b, h = base.get(figure), head.get(figure)
+                if b and h:
+                    out.setdefault(test, {}).setdefault(figure, []).append(math.log(h / b))
+    return out
+
+
+def spreads(jobs: list[dict]) -> dict:
+    """Each test's pair spread (moderated over the tests, as the gate does) and the spread a pair's runs share."""
+    diffs: dict[str, dict[str, list[float]]] = {}
+    shared: dict[str, list[float]] = {f: [] for f in FIGURES}
+    for job in jobs:
+        found = pair_differences(job["versus"])
+        for test, per in found.items():
+            for figure, values in per.items():
+                diffs.setdefault(test, {}).setdefault(figure, []).extend(values)
+        for figure in FIGURES:  # the pair's mean over its tests: what the whole run moved
+            columns = [per[figure] for per in found.values() if figure in per]
+            if columns:
+                width = min(len(c) for c in columns)
+                shared[figure] += [sum(c[i] for c in columns) / len(columns) for i in range(width)]
+    out: dict = {"tests": {}, "shared": {}}
+    for figure in FIGURES:
+        prior = judge.pair_prior([per[figure] for per in diffs.values() if figure in per])
+        for test, per in diffs.items():
+            if figure in per:
+                comparison = judge.compare(per[figure], prior, figure, max_slowdown=0.1, alpha=5e-4, can_grow=False)
+                out["tests"].setdefault(test, {})[figure] = comparison.sigma
+        # a pair's mean over T tests varies by the shared spread plus the tests' own over T
+        own = [v[figure] ** 2 for v in out["tests"].values() if figure in v]
+        values = shared[figure]
+        between = sum(v * v for v in values) / len(values) if values else 0.0
+        out["shared"][figure] = math.sqrt(max(0.0, between - sum(own) / len(own) / len(own))) if own else 0.0
+    return out
+
+
+# ----------------------------------------------------------------------------- the simulation
+
+
+def simulate_job(model: dict, pairs: int, shifts: dict[str, dict[str, float]], rng: random.Random) -> tuple[set[str], int]:
+    """One job: (the tests whose latency gate failed, pair-runs measured); more pairs for the undecided."""
+    tests = sorted(model["tests"])
+    cap = pairs * MAX_PAIRS_FACTOR
+    draws: dict[str, list[dict[str, float]]] = {t: [] for t in tests}
+    runs = 0
+
+    def add(count: int, which: list[str]) -> None:
+        nonlocal runs
+        for _ in range(count):
+            common = {f: rng.gauss(0.0, model["shared"][f]) for f in FIGURES}
+            for t in which:
+                own = model["tests"][t]
+                shift = shifts.get(t, {})
+                draws[t].append({f: common[f] + rng.gauss(0.0, own.get(f, 0.02)) + shift.get(f, 0.0) for f in FIGURES})
+            runs += 2 * len(which)
+
+    add(pairs, tests)
+    done = pairs
+    while True:
+        arms = {t: _arms(t, draws[t]) for t in tests}
+        priors = decide.priors_of(arms)
+        decisions = {t: decide.decide(t, *arms[t], priors, None, LIMITS, "base", can_grow=done < cap) for t in tests}
+        open_tests = [t for t, d in decisions.items() if d.more]
+        if not open_tests or done >= cap:
+            break
+        add(2, open_tests)
+        done += 2
+    return {t for t, d in decisions.items() if d.failed}, runs
+
+
+def _arms(test: str, draws: list[dict[str, float]]) -> decide.Arms:
+    base = [figures.RunFigures(test, test, "passed", ratio=1.0, median=1.0) for _ in draws]
+    head = [figures.RunFigures(test, test, "passed", ratio=math.exp(d["ratio"]), median=math.exp(d["median"]))
+            for d in draws]  # fmt: skip
+    return base, head
+
+
+def simulate(jobs_per: int, seed: int) -> dict:
+    data = load()
+    real = [j for j in data["jobs"] if j["kind"] == "aa"]
+    if not real:
+        sys.exit("no real A/A job measured yet: python benchmarks/base_vs_head.py aa --pairs 3")
+    model = spreads(real)
+    tests = sorted(model["tests"])
+    techniques = [t for t in tests if not t.endswith("[fp32]")]
+    rng = random.Random(seed)
+    results: dict = {"model": model, "jobs_per_scenario": jobs_per, "pairs": {}}
+    for pairs in (1, 2, 3):
+        row: dict = {}
+        failed_jobs, runs = 0, 0
+        for _ in range(jobs_per):
+            failed, cost = simulate_job(model, pairs, {}, rng)
+            failed_jobs += bool(failed)
+            runs += cost
+        row["aa_false_alarm"] = failed_jobs / jobs_per
+        row["aa_runs"] = runs / jobs_per / len(tests)  # full-matrix runs' worth
+        for size in ("5%", "15%", "25%"):
+            shift = math.log1p(float(size.rstrip("%")) / 100)
+            caught = others = 0
+            for index in range(jobs_per):
+                victim = techniques[index % len(techniques)]
+                failed, _ = simulate_job(model, pairs, {victim: {"ratio": shift, "median": shift}}, rng)
+                caught += victim in failed
+                others += bool(failed - {victim})
+            every = sum(
+                bool(simulate_job(model, pairs, {t: {"median": shift} for t in tests}, rng)[0])
+                for _ in range(jobs_per // 2)
+            )
+            row[f"one_{size}"] = caught / jobs_per
+            row[f"one_{size}_others_failed"] = others / jobs_per
+            row[f"every_{size}"] = every / (jobs_per // 2)
+        row["meets"] = (
+            row["aa_false_alarm"] <= TARGETS["aa"] and row["one_15%"] >= TARGETS["15%"]
+            and row["one_25%"] >= TARGETS["25%"] and row["one_5%"] <= TARGETS["5%"]
+        )  # fmt: skip
+        results["pairs"][str(pairs)] = row
+        print(f"{pairs} pairs: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    data["simulation"] = results
+    save(data)
+    return data
+
+
+def render(data: dict) -> str:
+    sim = data["simulation"]
+    lines = [
+        "# Base vs head in one job: how good it is",
+        "",
+        "<!-- generated by python benchmarks/base_vs_head.py from docs/base-vs-head.json; do not edit -->",
+        "",
+        "Measured on this project's 2-core CPU with the example matrix (`pytest examples`, "
+        f"{len(sim['model']['tests'])} tests measured). Targets: A/A at most 1 job in 100 with any latency failure; "
+        "+15% in one technique caught in at least 95% of jobs, +25% in 99%; +5% failed in at most 5%.",
+        "",
+        "## Real jobs",
+        "",
+        "| job | command | pairs | runs | outcome | job wall | runs' own sessions | overhead |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for job in data["jobs"]:
+        overhead = job["job_seconds"] / job["runs_session_seconds"] if job["runs_session_seconds"] else float("nan")
+        failed = [f"{t}: {v}" for t, v in job["verdicts"].items() if v and v.startswith("FAIL")]
+        outcome = job["pytest_summary"] + (f" ({'; '.join(failed)})" if failed else "")
+        lines.append(
+            f"| {job['kind']} ({job['note']}) | `{job['command']}` | {job['pairs']} | {job['runs']} | {outcome} | "
+            f"{job['job_seconds']:.0f} s | {job['runs_session_seconds']:.0f} s | {overhead:.2f}x |"
+        )
+    lines += [
+        "",
+        "Overhead: the job's wall time over the sum of its runs' own pytest sessions (the worktree, the base's",
+        "collection, each process's start and imports, the judging).",
+        "",
+        f"## Simulated jobs ({sim['jobs_per_scenario']} per row, at the measured pair spreads)",
+        "",
+        "| starting pairs | A/A jobs with a false alarm | runs per job (matrix runs) | +5% one | +15% one | +25% one "
+        "| +5% every test | +15% every test | +25% every test | meets the targets |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pairs, row in sim["pairs"].items():
+        lines.append(
+            f"| {pairs} | {row['aa_false_alarm']:.2%} | {row['aa_runs']:.2f} | {row['one_5%']:.1%} | "
+            f"{row['one_15%']:.1%} | {row['one_25%']:.1%} | {row['every_5%']:.1%} | {row['every_15%']:.1%} | "
+            f"{row['every_25%']:.1%} | {'yes' if row['meets'] else 'no'} |"
+        )
+    shared = sim["model"]["shared"]
+    typical = {f: sorted(v[f] for v in sim["model"]["tests"].values() if f in v) for f in FIGURES}
+    lines += [
+        "",
+        "The model: each pair's log difference of a test is the spread its pair runs share (ratio to the "
+        f"interleaved fp32 {shared['ratio']:.2%}, seconds {shared['median']:.2%}) plus the test's own "
+        f"(median over the tests: ratio {typical['ratio'][len(typical['ratio']) // 2]:.2%}, seconds "
+        f"{typical['median'][len(typical['median']) // 2]:.2%}), from the real A/A jobs above, each test's "
+        "moderated toward the typical spread as the gate does. A slowdown in one technique moves its ratio and "
+        "its seconds; a slowdown of every test moves the seconds only. Undecided tests get two more pairs at a "
+        "time up to three times the starting pairs, as a job does.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", nargs="?", default="simulate", choices=("aa", "drill", "simulate", "page"))
+    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--slowdown", default="15%")
+    parser.add_argument("--technique", default="fuse-qkv")
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.part == "aa":
+        aa(args.pairs)
+    elif args.part == "drill":
+        drill(args.slowdown, args.technique, args.pairs)
+    else:
+        data = simulate(args.jobs, args.seed) if args.part == "simulate" else load()
+        PAGE.write_text(render(data))
+        print(f"wrote {PAGE}")
+
+
+if __name__ == "__main__":
+    main()
