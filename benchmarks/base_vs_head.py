@@ -12,7 +12,7 @@ A base-vs-head job (``--diffaccel-base``) judges each test pair by pair. Three p
   own spread, moderated as the gate does, plus the spread the runs of a pair share), judged by the plugin's
   own code (versus.decide, with more pairs for the undecided): the A/A false-alarm rate per job, the
   detection of +5%, +15% and +25% in one technique and in every test at once (fp32 included), and the runs
-  a job costs, for 1, 2 and 3 starting pairs. Writes docs/base-vs-head.json's ``simulation`` and
+  a job costs, for 1, 2, 3, 4 and 6 starting pairs. Writes docs/base-vs-head.json's ``simulation`` and
   docs/base-vs-head.md.
 
     python benchmarks/base_vs_head.py aa --pairs 3          # about 6 runs of pytest examples
@@ -37,13 +37,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pytest_diffaccel.verdict import MEMORY_SLACK  # noqa: E402
 from pytest_diffaccel.versus import decide, figures, judge  # noqa: E402
 from pytest_diffaccel.versus.job import MAX_PAIRS_FACTOR  # noqa: E402
 
 DATA = ROOT / "docs" / "base-vs-head.json"
 PAGE = ROOT / "docs" / "base-vs-head.md"
-LIMITS = decide.Limits(max_slowdown=0.10, max_compile_increase=0.5, max_memory_increase=0.1, memory_slack=0, alpha=5e-4)
+LIMITS = decide.Limits(
+    max_slowdown=0.10, max_compile_increase=0.5, max_memory_increase=0.1, memory_slack=MEMORY_SLACK["cpu"], alpha=5e-4
+)
 FIGURES = ("ratio", "median")
+PAIRS = (1, 2, 3, 4, 6)
 TARGETS = {"aa": 0.01, "15%": 0.95, "25%": 0.99, "5%": 0.05}
 
 
@@ -58,14 +62,18 @@ def save(data: dict) -> None:
     DATA.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-def run_job(kind: str, pairs: int, extra_env: dict[str, str], note: str) -> dict:
-    """One real job on the example matrix against HEAD; its versus block and its outcome."""
+def run_job(kind: str, pairs: int, extra_env: dict[str, str], note: str, select: str = "") -> dict:
+    """One real job on the example matrix (``-k select`` of it) against HEAD; its versus block and outcome."""
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "job.json"
-        command = [sys.executable, "-m", "pytest", "examples", "--diffaccel-base=HEAD",
+        chosen = ["-k", select] if select else []
+        command = [sys.executable, "-m", "pytest", "examples", *chosen, "--diffaccel-base=HEAD",
                    f"--diffaccel-base-runs={pairs}", f"--diffaccel-json={report}", "-p", "no:cacheprovider"]  # fmt: skip
         started = time.perf_counter()
-        done = subprocess.run(command, cwd=ROOT, env={**os.environ, **extra_env}, capture_output=True, text=True)
+        # this tree's plugin in both arms, whatever is installed (the base's worktree goes first in its arm)
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, **extra_env, "PYTHONPATH": path}
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - started
         if not report.exists():
             sys.exit(f"the job wrote no report (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
@@ -77,7 +85,7 @@ def run_job(kind: str, pairs: int, extra_env: dict[str, str], note: str) -> dict
         "kind": kind,
         "note": note,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["pytest", *command[3:-3]]),
+        "command": " ".join(["pytest", *(repr(c) if " " in c else c for c in command[3:-3])]),
         "exit_status": done.returncode,
         "pytest_summary": summary[0].strip("= ") if summary else "",
         "wall_seconds": round(wall, 1),
@@ -108,7 +116,60 @@ def aa(pairs: int) -> None:
           f"{job['job_seconds']:.0f} s, the runs' own sessions {job['runs_session_seconds']:.0f} s")  # fmt: skip
 
 
-def drill(slowdown: str, technique: str, pairs: int) -> None:
+def from_folder(folder: Path, note: str) -> None:
+    """A job's arm files (``<arm>-<pair>.json`` of its folder), judged by the plugin's code at the pairs they
+    hold: for a job stopped before its end. Its wall time is not known, so it counts in no cost figure."""
+    from pytest_diffaccel.versus.arms import read
+
+    runs = []
+    for path in sorted(folder.glob("*-[0-9]*.json")):
+        arm, number = path.stem.split("-")[:2]
+        if number == "0":
+            continue
+        runs.append(read(arm, int(number), path, 0, 0.0, []))
+    pairs = max(r.number for r in runs)
+    tests = sorted({t for r in runs for t in r.figures})
+    decisions = {}
+    by_test = {}
+    for test in tests:
+        base = [next((r.figures.get(test) for r in runs if r.arm == "base" and r.number == n), None) for n in range(1, pairs + 1)]
+        head = [next((r.figures.get(test) for r in runs if r.arm == "head" and r.number == n), None) for n in range(1, pairs + 1)]
+        by_test[test] = (base, head)
+    priors = decide.priors_of(by_test)
+    for test, (base, head) in by_test.items():
+        decisions[test] = decide.decide(test, base, head, priors, None, LIMITS, "HEAD", can_grow=False).headline
+    versus = {
+        "runs": [
+            {"arm": r.arm, "pair": r.number, "tests": {t: {"ratio": f.ratio, "median": f.median} for t, f in r.figures.items()}}
+            for r in runs
+        ],
+        "seconds": None,
+        "test_seconds": None,
+    }
+    data = load()
+    data["jobs"].append(
+        {
+            "kind": "aa",
+            "note": note,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": f"pytest examples --diffaccel-base=HEAD --diffaccel-base-runs={pairs} (stopped after {pairs} pairs)",
+            "exit_status": None,
+            "pytest_summary": f"{sum(1 for v in decisions.values() if v.startswith('pass'))} judged pass, "
+            f"{sum(1 for v in decisions.values() if v.startswith('FAIL'))} failed, at {pairs} pairs",
+            "wall_seconds": None,
+            "job_seconds": None,
+            "runs_session_seconds": None,
+            "pairs": pairs,
+            "runs": len(runs),
+            "verdicts": {t.split("[")[-1].rstrip("]"): v for t, v in decisions.items()},
+            "versus": versus,
+        }
+    )
+    save(data)
+    print(f"imported {len(runs)} runs of {folder}: " + ", ".join(f"{t}: {v}" for t, v in decisions.items() if v != "pass"))
+
+
+def drill(slowdown: str, technique: str, pairs: int, select: str) -> None:
     clean_tree()
     conftest = ROOT / "examples" / "conftest.py"
     if conftest.exists():
@@ -120,7 +181,9 @@ def drill(slowdown: str, technique: str, pairs: int) -> None:
     )
     try:
         data = load()
-        job = run_job("drill", pairs, {}, f"head only: DIFFACCEL_SLOWDOWN={technique}={slowdown} (examples/conftest.py)")
+        job = run_job(
+            "drill", pairs, {}, f"head only: DIFFACCEL_SLOWDOWN={technique}={slowdown} (examples/conftest.py)", select
+        )
         job["drill"] = {"technique": technique, "slowdown": slowdown}
         data["jobs"].append(job)
         save(data)
@@ -233,7 +296,7 @@ def simulate(jobs_per: int, seed: int) -> dict:
     techniques = [t for t in tests if not t.endswith("[fp32]")]
     rng = random.Random(seed)
     results: dict = {"model": model, "jobs_per_scenario": jobs_per, "pairs": {}}
-    for pairs in (1, 2, 3):
+    for pairs in PAIRS:
         row: dict = {}
         failed_jobs, runs = 0, 0
         for _ in range(jobs_per):
@@ -285,6 +348,11 @@ def render(data: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for job in data["jobs"]:
+        if not job["job_seconds"]:
+            failed = [f"{t}: {v}" for t, v in job["verdicts"].items() if v and v.startswith("FAIL")]
+            outcome = job["pytest_summary"] + (f" ({'; '.join(failed)})" if failed else "")
+            lines.append(f"| {job['kind']} ({job['note']}) | `{job['command']}` | {job['pairs']} | {job['runs']} | {outcome} | - | - | - |")
+            continue
         overhead = job["job_seconds"] / job["runs_session_seconds"] if job["runs_session_seconds"] else float("nan")
         failed = [f"{t}: {v}" for t, v in job["verdicts"].items() if v and v.startswith("FAIL")]
         outcome = job["pytest_summary"] + (f" ({'; '.join(failed)})" if failed else "")
@@ -327,7 +395,10 @@ def render(data: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", nargs="?", default="simulate", choices=("aa", "drill", "simulate", "page"))
+    parser.add_argument("part", nargs="?", default="simulate", choices=("aa", "drill", "import", "simulate", "page"))
+    parser.add_argument("--select", default="", help="-k expression: a part of the example matrix")
+    parser.add_argument("--folder", type=Path, help="import: a stopped job's folder of arm files")
+    parser.add_argument("--note", default="")
     parser.add_argument("--pairs", type=int, default=2)
     parser.add_argument("--slowdown", default="15%")
     parser.add_argument("--technique", default="fuse-qkv")
@@ -337,7 +408,9 @@ def main() -> None:
     if args.part == "aa":
         aa(args.pairs)
     elif args.part == "drill":
-        drill(args.slowdown, args.technique, args.pairs)
+        drill(args.slowdown, args.technique, args.pairs, args.select)
+    elif args.part == "import":
+        from_folder(args.folder, args.note)
     else:
         data = simulate(args.jobs, args.seed) if args.part == "simulate" else load()
         PAGE.write_text(render(data))

@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if _versus(settings):
         from .versus.hooks import conflicts
 
-        conflict = conflicts(settings)
+        conflict = conflicts(settings, config)
         if conflict:
             raise pytest.UsageError(conflict)
     holder = Holder(config, settings, drills, "warm" if _inductor_cache_entries() else "cold")
@@ -493,8 +493,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     try:
         state.save_baselines()
-    except BaselineError as error:
-        state.save_error = str(error)
+    except (BaselineError, OSError) as error:  # nothing saved; the reports are still written, the status says so
+        state.save_error = str(error) if isinstance(error, BaselineError) else f"{type(error).__name__}: {error}"
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
     if os.environ.get(RUN_ENV):  # a further run of --diffaccel-save-runs: the first run's reports stand
         return

@@ -388,3 +388,26 @@ def test_a_runner_whose_clock_runs_fast_does_not_reorder_the_history(tmp_path, m
     runs = located.entries[TEST]["runs"]
     assert [(r["ratio"], r["level"]) for r in runs] == [(1.0, 0), (1.01, 0), (0.99, 0), (0.5, 1)]
     assert any("out of the order they were saved in" in note for note in located.notes)
+
+
+# ----------------------------------------------------------------------------- 6: a save that fails loses no report
+
+
+def test_a_save_that_fails_keeps_the_reports_and_says_so_in_the_exit_status(user_suite, run_inner, tmp_path):
+    """An OSError from the folder save (here: the baselines folder lies under a plain file) was an
+    INTERNALERROR at the end of the session, after the timing: nothing saved, no report written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    report = tmp_path / "report.json"
+    result = run_inner(
+        "--diffaccel-techniques=fp32",
+        f"--diffaccel-baselines={blocker / 'baselines'}",
+        "--diffaccel-save=all",
+        f"--diffaccel-json={report}",
+        "--diffaccel-report-only=latency,compile-time,cold-start,memory",
+    )
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines([f"baselines NOT saved: *{blocker.name}*"])
+    assert json.loads(report.read_text())["benchmarks"], "the run's report is written all the same"

@@ -54,12 +54,16 @@ def test_a_clean_pair_passes_and_a_slowdown_beyond_max_slowdown_fails():
 
 
 def test_an_open_question_gets_more_pairs_then_is_undecided_at_the_cap():
-    # beyond max-slowdown, but the pairs scatter too widely to make it significant
-    diffs = [math.log(1.4), math.log(0.95)]
-    grow = judge.compare(diffs, _prior(0.2, 4), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=True)
+    # beyond max-slowdown, not significant at 2 pairs, but it would be at the cap of 6
+    diffs = [math.log(1.2), math.log(1.1)]
+    rule = {"max_slowdown": 0.10, "alpha": 5e-4}
+    grow = judge.compare(diffs, _prior(0.07, 20), "ratio", **rule, can_grow=True, cap=6)
     assert grow.state == "more"
-    cap = judge.compare(diffs, _prior(0.2, 4), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=False)
+    cap = judge.compare(diffs, _prior(0.07, 20), "ratio", **rule, can_grow=False, cap=6)
     assert cap.state == "pass" and cap.undecided and "undecided after 2 pairs" in cap.reason
+    # a figure too noisy for 6 pairs to decide it buys none: judged on what it has
+    blind = judge.compare(diffs, _prior(0.25, 20), "median", **rule, can_grow=True, cap=6)
+    assert blind.state == "pass" and not blind.undecided and "could not decide it" in blind.reason
     # near max-slowdown (beyond half of it), with the interval reaching past it: more pairs too
     near = judge.compare([math.log(1.08)], _prior(0.03, 20), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=True)
     assert near.state == "more"
@@ -271,3 +275,17 @@ def test_a_history_judges_components_against_its_runs_own_components():
     text = breakdown.compare(now, stored, shares=breakdown.shares_of(now))
     assert text.startswith("denoiser 1.35x slower (100% of the change)"), text
     assert history.newest_components([{"level": 0, "ratio": 1.0}]) == {}
+
+
+def test_only_the_latency_figures_buy_more_pairs():
+    """A cold start 1.3x slower at one pair is open for the rule, but one-off figures are too noisy to buy runs
+    with: only an open latency question asks for more pairs."""
+
+    def run(cold: float) -> figures.RunFigures:
+        return figures.RunFigures("t.py::test[x]", "x", "passed", ratio=1.0, median=1.0, cold_start_seconds=cold)
+
+    decision = decide.decide("t.py::test[x]", [run(1.0)], [run(1.3)], {}, None, LIMITS, "main", can_grow=True)
+    assert decision.comparisons["cold_start_seconds"].state == "pass" and not decision.more
+    slower = [figures.RunFigures("t.py::test[x]", "x", "passed", ratio=1.08, median=1.0)]
+    near = decide.decide("t.py::test[x]", [run(1.0)], slower, {"ratio": _prior(0.03)}, None, LIMITS, "m", can_grow=True)
+    assert near.more

@@ -86,6 +86,15 @@ def test_acceleration(diffaccel_pipeline, diffaccel_benchmark):
     diffaccel_benchmark(diffaccel_pipeline)
 """
 
+GONE_TEST = """
+import pytest
+
+
+@pytest.mark.diffaccel(techniques="fp32")
+def test_removed_in_head(diffaccel_pipeline, diffaccel_benchmark):
+    diffaccel_benchmark(diffaccel_pipeline)
+"""
+
 NEW_TEST = """
 import pytest
 
@@ -124,7 +133,7 @@ def repo(pytester: pytest.Pytester) -> pytest.Pytester:
     package = pytester.mkpydir("mypkg")
     (package / "tweaks.py").write_text(BASE_TWEAKS)
     pytester.makeconftest(BASE_CONFTEST)
-    pytester.makepyfile(test_speed=TEST)
+    pytester.makepyfile(test_speed=TEST + GONE_TEST)
     commit(pytester.path, "base")
     (package / "tweaks.py").write_text(HEAD_TWEAKS)
     pytester.makeconftest(HEAD_CONFTEST)
@@ -146,6 +155,7 @@ def test_the_head_is_judged_against_the_base_measured_in_the_same_job(repo: pyte
         "--diffaccel-max-slowdown=50%",
         "--diffaccel-alpha=0.01",
         "--diffaccel-json=report.json",
+        "--diffaccel-html=report.html",
         "-v",
     )
     out = result.stdout.str()
@@ -180,6 +190,9 @@ def test_the_head_is_judged_against_the_base_measured_in_the_same_job(repo: pyte
     assert rows["test_acceleration[sdpa-math]"].rstrip().endswith("pass (faster)"), out
     assert rows["test_acceleration[fp32]"].rstrip().endswith("pass"), out
     assert rows["test_added_in_head[fp32]"].rstrip().endswith("new in head: not judged"), out
+    assert "gone from head: test_speed.py::test_removed_in_head[fp32] (in the base only: not judged)" in out
+    html = (repo.path / "report.html").read_text()
+    assert html.count('class="base"') >= 4 and f"base (HEAD~1 @ {sha}" in html  # the base's picture beside
     report = json.loads((repo.path / "report.json").read_text())
     runs = report["versus"]["runs"]
     arms = [r["arm"] for r in runs]
@@ -207,5 +220,34 @@ def test_a_base_that_cant_be_measured_is_a_usage_error_before_any_timing(repo: p
     text = broken.stderr.str()
     assert "the base (HEAD~1 @" in text and "does not collect" in text and "the base conftest is broken" in text
     assert "base run 1" not in broken.stdout.str()
+    assert len(git(repo.path, "worktree", "list").splitlines()) == 1
+    assert job_folders() <= before
+
+
+CRASH = """
+
+def pytest_diffaccel_register_techniques(register):
+    @register("crash", min_ssim=0.5)
+    def crash(pipe):
+        import os
+
+        if os.environ.get("PYTEST_DIFFACCEL_ARM", "").startswith("base"):
+            os._exit(3)  # the base's code dies mid-run, as a segfault in a kernel would
+        return pipe
+"""
+
+
+def test_a_base_run_that_dies_mid_way_is_named_and_gives_no_verdict(repo: pytest.Pytester, run_inner):
+    before = job_folders()
+    repo.makeconftest(CRASH)
+    commit(repo.path, "a technique whose base dies")
+    repo.makeconftest(CRASH.replace('startswith("base")', 'startswith("never")'))
+    commit(repo.path, "the head's is sound")
+    result = run_inner("--diffaccel-base=HEAD~1", "--diffaccel-techniques=crash", "--diffaccel-base-runs=1")
+    assert result.ret == 4
+    out = result.stdout.str()
+    assert "the base arm's run 1 died in test_speed.py::test_acceleration[crash] (exit status 3" in out, out
+    assert "no verdict is given on partial data" in out
+    assert "PASSED" not in out.split("died in", 1)[1]  # no test reports a verdict after the crash
     assert len(git(repo.path, "worktree", "list").splitlines()) == 1
     assert job_folders() <= before

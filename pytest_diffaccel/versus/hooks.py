@@ -18,8 +18,13 @@ import pytest
 from ..keys import JOB
 
 
-def conflicts(settings: Any) -> str | None:
+def conflicts(settings: Any, config: Any = None) -> str | None:
     """Options that don't go with a base-vs-head job, and why."""
+    if config is not None and getattr(config.option, "numprocesses", None):
+        return (
+            "-n (pytest-xdist) with --diffaccel-base: the job's controller runs no test itself; each arm's run is "
+            "one process of the whole selection. Run without -n"
+        )
     if settings.save:
         return (
             "--diffaccel-save with --diffaccel-base: a base-vs-head job judges two arms of this job and saves no "
@@ -67,7 +72,11 @@ def start(session: pytest.Session, config: pytest.Config, items: list[pytest.Ite
         job = prepare(settings, Path(params.dir), list(params.args), interpreter(), limits, _say(config))
     except ArmError as error:
         raise pytest.UsageError(str(error)) from None
-    job.order = replace_items(config, items, job)
+    try:
+        job.order = replace_items(config, items, job)
+    except BaseException:
+        job.cleanup()
+        raise
     config.stash[JOB] = job
 
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import time
@@ -142,6 +143,7 @@ class Job:
                 self.limits,
                 self.base.label,
                 can_grow,
+                self.pairs * MAX_PAIRS_FACTOR,
             )
         in_base = {t for r in self.runs if r.arm == BASE for t in r.figures}
         self.gone = sorted(t for t in in_base if t not in set(ids) and t.split("#")[0] not in set(tests))
@@ -219,14 +221,20 @@ def prepare(
             sha = arms_module.resolve(settings.base, top)
             tree = arms_module.make_worktree(top, sha, folder)
             worktree = (top, tree)
-            relative = invocation_dir.resolve().relative_to(top)
+            try:
+                relative = invocation_dir.resolve().relative_to(top)
+            except ValueError:
+                raise ArmError(
+                    f"--diffaccel-base: pytest runs in {invocation_dir}, outside the repository {top}; "
+                    "run it from inside the repository"
+                ) from None
             label = f"{settings.base} @ {sha[:7]}" + (f" with {python_label}" if python_label else "")
             base = Arm(
                 BASE,
                 base_python,
                 tree / relative,
                 label,
-                env={"PYTHONPATH": ":".join(arms_module.import_path(tree))},
+                env={"PYTHONPATH": os.pathsep.join(arms_module.import_path(tree))},
                 forbid=top,
             )
             base_args = arms_module.mapped(head_args, top, tree)

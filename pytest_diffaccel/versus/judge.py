@@ -37,6 +37,7 @@ FALLBACK_PAIR_SPREAD = {"ratio": 0.07, "median": 0.07, "compile_seconds": 0.28, 
 PRIOR_WEIGHT = 4.0
 MIN_PRIOR_TESTS = 3
 SUSPECT_FRACTION = 0.5  # beyond half of max-slowdown, with the interval past it: more pairs
+GROW_PRECISION = 1.5  # near max-slowdown buys pairs only if 1.5x max-slowdown is decidable at the cap
 
 IDENTICAL_SSIM = 1e-6  # 1 - SSIM of identical pictures is 0 up to float rounding (below 1e-12 in skimage)
 PICTURE_WIDEN = 2.0  # the head may move twice as far as the base's own runs moved apart
@@ -84,7 +85,7 @@ class Comparison:
     alpha: float
     regression: bool = False
     improvement: bool = False
-    undecided: bool = False  # beyond max-slowdown (or near it) and not decided at the cap of pairs
+    undecided: bool = False  # beyond max-slowdown, not significant, though the cap's pairs could have decided it
     reason: str = ""
 
     @property
@@ -121,8 +122,14 @@ def compare(
     max_slowdown: float,
     alpha: float,
     can_grow: bool,
+    cap: int | None = None,
 ) -> Comparison:
-    """Judge one test's log differences (head over base, one per pair)."""
+    """Judge one test's log differences (head over base, one per pair); ``cap``: the pairs it may grow to.
+
+    More pairs are asked for only where they could decide: an estimate beyond max-slowdown that would be
+    significant at the cap's standard error, or one near max-slowdown on a figure precise enough at the cap
+    to tell 1.5x max-slowdown from none. A figure too noisy for either (seconds on a busy machine) is
+    judged on the pairs it has, and buys no runs."""
     if not differences:
         raise ValueError("compare needs at least one pair")
     n = len(differences)
@@ -142,7 +149,10 @@ def compare(
     threshold = math.log1p(max_slowdown)
     suspect = math.log1p(max_slowdown * SUSPECT_FRACTION)
     regression = d > threshold and p_slower < alpha
-    open_question = (d > threshold and not regression) or (suspect < d <= threshold and d + half > threshold)
+    at_cap = stats.student_isf(alpha, weight + max(cap or n, n) - 1) * sigma / math.sqrt(max(cap or n, n))
+    beyond_open = d > threshold and not regression
+    near_open = suspect < d <= threshold and d + half > threshold
+    open_question = (beyond_open and d > at_cap) or (near_open and at_cap <= GROW_PRECISION * threshold)
     state, undecided = "pass", False
     if regression:
         state = "fail"
@@ -150,11 +160,16 @@ def compare(
     elif open_question and can_grow:
         state = "more"
         reason = f"not decided after {n} pair{'s' if n != 1 else ''}: more pairs"
-    elif open_question:
+    elif beyond_open and d > at_cap:
         undecided = True
         reason = (
-            f"undecided after {n} pairs (the cap): {'beyond' if d > threshold else 'near'} max-slowdown "
-            f"{max_slowdown:.0%} but not significant (p={p_slower:.2g} >= alpha {alpha:g}) at this pair spread"
+            f"undecided after {n} pair{'s' if n != 1 else ''}: beyond max-slowdown {max_slowdown:.0%} but not "
+            f"significant (p={p_slower:.2g} >= alpha {alpha:g}) at this pair spread"
+        )
+    elif beyond_open:
+        reason = (
+            f"within this figure's pair noise: beyond max-slowdown {max_slowdown:.0%} but not significant "
+            f"(p={p_slower:.2g}), and {max(cap or n, n)} pairs at this spread could not decide it"
         )
     elif d <= threshold:
         reason = f"inside max-slowdown {max_slowdown:.0%}"
