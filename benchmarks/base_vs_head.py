@@ -377,6 +377,24 @@ def render(data: dict) -> str:
             f"{row['one_15%']:.1%} | {row['one_25%']:.1%} | {row['every_5%']:.1%} | {row['every_15%']:.1%} | "
             f"{row['every_25%']:.1%} | {'yes' if row['meets'] else 'no'} |"
         )
+    meeting = [int(p) for p, row in sim["pairs"].items() if row["meets"]]
+    default = sim["pairs"].get("2")
+    if meeting:
+        row = sim["pairs"][str(min(meeting))]
+        verdict = (
+            f"On this machine the smallest starting pairs that meet every target: **{min(meeting)}** "
+            f"({row['aa_runs']:.1f} matrix runs a job)."
+        )
+    else:
+        verdict = "On this machine no pair count simulated meets every target."
+    if default:
+        verdict += (
+            f" The default, 2 pairs ({default['aa_runs']:.1f} matrix runs), catches +15% in one technique in "
+            f"{default['one_15%']:.0%} of jobs and +25% in {default['one_25%']:.0%}: on a CPU this noisy, give "
+            "`--diffaccel-base-runs` the count above. A slowdown of every test at once is fp32's row to catch, "
+            "in seconds, whose pair spread here is too wide for it."
+        )
+    lines += ["", verdict]
     shared = sim["model"]["shared"]
     typical = {f: sorted(v[f] for v in sim["model"]["tests"].values() if f in v) for f in FIGURES}
     lines += [

@@ -23,7 +23,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,19 +232,25 @@ def child_args(args: Sequence[str], report_only: Sequence[str]) -> list[str]:
 
 def further_run(number: int, total: int, args: Sequence[str], cwd: Path, reporter: Any) -> Run:
     """One calibration run in a fresh process, its finished tests streamed as they come."""
-    started = time.perf_counter()
     env = {**os.environ, RUN_ENV: f"{number}/{total}", "PYTHONUNBUFFERED": "1"}
+    output, status, seconds = stream(
+        [sys.executable, "-m", "pytest", *args], cwd, env, f"run {number}/{total}", lambda line: _write(reporter, line)
+    )
+    return parse_run(number, total, output, status, seconds, cwd)
+
+
+def stream(
+    command: Sequence[str], cwd: Path, env: dict[str, str], label: str, say: Callable[[str], None]
+) -> tuple[list[str], int, float]:
+    """Run a pytest process (under -v), saying one line per finished test as it comes
+    ('  run 2/5 [3/17] a.py::test[x] PASSED (41 s)'); its output lines, exit status and seconds.
+    Interrupted, the process goes with the command. Shared by the recording's runs and a base-vs-head job's."""
+    started = time.perf_counter()
     output: list[str] = []
     collected: str = "?"
     done = 0
     process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", *args],
-        cwd=str(cwd),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
+        list(command), cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
     try:
         assert process.stdout is not None
@@ -260,13 +266,13 @@ def further_run(number: int, total: int, args: Sequence[str], cwd: Path, reporte
                 nodeid = finished.group("id") or finished.group("xid")
                 word = finished.group("word") or finished.group("xword")
                 elapsed = duration(time.perf_counter() - started)
-                _write(reporter, f"  run {number}/{total} [{done}/{collected}] {nodeid} {word} ({elapsed})")
+                say(f"  {label} [{done}/{collected}] {nodeid} {word} ({elapsed})")
         status = process.wait()
     finally:
         if process.poll() is None:  # interrupted: the run goes with the command
             process.kill()
             process.wait()
-    return parse_run(number, total, output, status, time.perf_counter() - started, cwd)
+    return output, status, time.perf_counter() - started
 
 
 def parse_run(number: int, total: int, lines: list[str], status: int, seconds: float, cwd: Path) -> Run:

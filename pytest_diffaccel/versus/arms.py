@@ -25,13 +25,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..calibration import COLLECTED, FINISHED, SHORT, SUMMARY, duration
+from ..calibration import FINISHED, SHORT, SUMMARY, duration, stream
 from .env import ARM_ENV, FORBID_ENV, ONLY_ENV, OUT_ENV
 from .figures import RunFigures, from_payload
 
@@ -264,34 +263,8 @@ def run(
     if "PYTHONPATH" in arm.env and os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = arm.env["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]
     command = [arm.python, "-m", "pytest", *args, *(["--collect-only", "-q"] if collect_only else [])]
-    started = time.perf_counter()
-    lines: list[str] = []
-    collected = "?"
-    done = 0
-    process = subprocess.Popen(
-        command, cwd=str(arm.cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    )
-    try:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.rstrip("\n")
-            lines.append(line)
-            count = COLLECTED.search(line)
-            if count and collected == "?":
-                collected = count.group(1) or count.group(2)
-            finished = None if SHORT.match(line) else FINISHED.match(line)
-            if finished and not collect_only:
-                done += 1
-                nodeid = finished.group("id") or finished.group("xid")
-                word = finished.group("word") or finished.group("xword")
-                elapsed = duration(time.perf_counter() - started)
-                say(f"  {arm.name} run {number}/{total} [{done}/{collected}] {nodeid} {word} ({elapsed})")
-        status = process.wait()
-    finally:
-        if process.poll() is None:  # interrupted: the run goes with the command
-            process.kill()
-            process.wait()
-    return read(arm.name, number, out, status, time.perf_counter() - started, lines)
+    lines, status, seconds = stream(command, arm.cwd, env, f"{arm.name} run {number}/{total}", say)
+    return read(arm.name, number, out, status, seconds, lines)
 
 
 def read(arm: str, number: int, out: Path, status: int, seconds: float, lines: list[str]) -> ArmRun:

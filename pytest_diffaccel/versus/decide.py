@@ -166,19 +166,9 @@ def _latency_gates(
         # 6% for its ratio: judged too, they raised a simulated A/A job's false alarms to 4-7% (base-vs-head.md)
         if figure != pairs[-1][1].figure:
             continue
-        diffs = differences(pairs, figure)
-        if not diffs:
+        comparison = _compared(decision, pairs, priors, figure, limits.max_slowdown, limits.alpha, can_grow, cap)
+        if comparison is None:
             continue
-        comparison = compare(
-            diffs,
-            priors.get(figure, PairPrior(None, 0.0, 0)),
-            figure,
-            max_slowdown=limits.max_slowdown,
-            alpha=limits.alpha,
-            can_grow=can_grow,
-            cap=cap,
-        )
-        decision.comparisons[figure] = comparison
         text = f"{words}, {comparison.describe()} vs base {base_label}: {comparison.reason}; {comparison.spread_text()}"
         (failing if comparison.regression else passing).append((figure, text))
         undecided = undecided or comparison.undecided
@@ -194,6 +184,26 @@ def _latency_gates(
     return [Gate("latency", True, "; ".join(t for _, t in passing))]
 
 
+def _compared(
+    decision: Decision,
+    pairs: Sequence[tuple[RunFigures, RunFigures]],
+    priors: Mapping[str, PairPrior],
+    figure: str,
+    max_slowdown: float,
+    alpha: float,
+    can_grow: bool,
+    cap: int | None,
+) -> Comparison | None:
+    """The figure judged head over base (judge.compare), kept on the decision; None when no pair measured it."""
+    diffs = differences(pairs, figure)
+    if not diffs:
+        return None
+    prior = priors.get(figure, PairPrior(None, 0.0, 0))
+    comparison = compare(diffs, prior, figure, max_slowdown=max_slowdown, alpha=alpha, can_grow=can_grow, cap=cap)
+    decision.comparisons[figure] = comparison
+    return comparison
+
+
 def moved(pairs: Sequence[tuple[RunFigures, RunFigures]], figure: str) -> str:
     """Which component moved, pair by pair on the figure's footing ('denoiser 1.36x slower (97% of the change)')."""
     base = [b.components for b, _ in pairs]
@@ -201,7 +211,7 @@ def moved(pairs: Sequence[tuple[RunFigures, RunFigures]], figure: str) -> str:
     if not any(base) or not any(head):
         return ""
     changes = component_changes(base, head)
-    shares = breakdown.shares_of(dict(pairs[-1][0].components))
+    shares = breakdown.shares_of(dict(pairs[-1][1].components))  # the head's call, as the history gate's run
     return breakdown.compare(
         changes, dict.fromkeys(changes, 1.0), shares=shares, noises=component_noise(base, head), threshold=0.05
     )
@@ -216,18 +226,10 @@ def _figure_gates(
 ) -> list[Gate]:
     gates = []
     for figure, name in OTHER_FIGURES.items():
-        diffs = differences(pairs, figure)
-        if not diffs:
+        # never asks for more pairs: one-off figures too noisy to buy runs with
+        comparison = _compared(decision, pairs, priors, figure, limits.max_compile_increase, limits.alpha, False, None)
+        if comparison is None:
             continue
-        comparison = compare(  # never asks for more pairs: one-off figures too noisy to buy runs with
-            diffs,
-            priors.get(figure, PairPrior(None, 0.0, 0)),
-            figure,
-            max_slowdown=limits.max_compile_increase,
-            alpha=limits.alpha,
-            can_grow=False,
-        )
-        decision.comparisons[figure] = comparison
         text = f"{comparison.describe()} vs base: {comparison.reason}; {comparison.spread_text()}"
         gates.append(Gate(name, not comparison.regression, text))
     return gates
