@@ -31,6 +31,7 @@ from typing import Any
 from . import baselines, validate
 from .baselines import BaselineError, Located, SaveReport, Stored, StoredHistory
 from .history import RunUpdate, upgraded
+from .locations import redact
 
 RUNS = "runs"
 THUMBNAILS = "thumbnails"
@@ -42,8 +43,6 @@ class RemoteStore:
     """The store at ``url`` (any fsspec protocol; credentials and endpoint the backend's usual way)."""
 
     def __init__(self, url: str) -> None:
-        from .store import redact
-
         target = url.rstrip("/")
         self.location = redact(target)  # what is printed: never the URL's user, password or query values
         self._secrets = _secrets(target)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from . import baselines, validate
 from .baselines import BaselineError, Located, SaveReport, StoredHistory
+from .locations import redact
 
 
 class Store(Protocol):
@@ -46,26 +47,6 @@ class Store(Protocol):
 
 def is_url(location: str | Path) -> bool:
     return isinstance(location, str) and "://" in location
-
-
-def redact(location: str | Path) -> str:
-    """``location`` as it may be printed: a URL without its user and password (fsspec accepts
-    ``s3://key:secret@bucket/prefix``) and without its query's values (a SAS token). Reports, the
-    terminal and error messages echo only this."""
-    text = str(location)
-    if not is_url(text):
-        return text
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return text.split("://", 1)[0] + "://<redacted>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = "&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&") if pair)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def open_store(location: str | Path) -> Store:
