@@ -145,12 +145,15 @@ def decide(inputs: Inputs) -> Verdict:
         *_figure_gates(inputs),
         _memory_gate(inputs),
     ]
-    reported = tuple(g.name for g in gates if not g.passed and g.name in inputs.report_only)
-    if reported:
-        gates = [
-            Gate(g.name, True, f"reported only, not gated: {g.message}") if g.name in reported else g for g in gates
-        ]
+    gates, reported = reported_only(gates, inputs.report_only)
     return Verdict(gates=tuple(gates), latency=inputs.latency, notes=_latency_notes(inputs), reported=reported)
+
+
+def reported_only(gates: Sequence[Gate], names: Sequence[str]) -> tuple[list[Gate], tuple[str, ...]]:
+    """--diffaccel-report-only: the failed gates of ``names`` pass, their message kept and marked; their names."""
+    reported = tuple(g.name for g in gates if not g.passed and g.name in names)
+    marked = [Gate(g.name, True, f"reported only, not gated: {g.message}") if g.name in reported else g for g in gates]
+    return marked, reported
 
 
 def _measurement_gates(inputs: Inputs) -> list[Gate]:

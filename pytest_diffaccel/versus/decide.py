@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .. import breakdown
 from ..units import fmt_bytes
-from ..verdict import Gate
+from ..verdict import Gate, reported_only
 from .figures import RunFigures
 from .judge import Comparison, PairPrior, PictureChange, compare, component_changes, component_noise, log_differences
 
@@ -128,13 +128,7 @@ def decide(
         decision.gates += _latency_gates(decision, pairs, priors, limits, base_label, can_grow, cap)
         decision.gates += _figure_gates(decision, pairs, priors, limits, can_grow)
         decision.gates.append(_memory_gate(pairs, limits))
-    reported = tuple(g.name for g in decision.gates if not g.passed and g.name in limits.report_only)
-    if reported:
-        decision.gates = [
-            Gate(g.name, True, f"reported only, not gated: {g.message}") if g.name in reported else g
-            for g in decision.gates
-        ]
-        decision.reported = reported
+    decision.gates, decision.reported = reported_only(decision.gates, limits.report_only)
     return decision
 
 
