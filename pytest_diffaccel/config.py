@@ -157,7 +157,7 @@ OPTIONS: tuple[Option, ...] = (
         "base_runs",
         parse_positive_int,
         "pairs of runs (one of each arm) a base-vs-head job starts with (default 2); undecided tests get two "
-        "more at a time, up to three times this",
+        "more at a time, up to five times this",
         metavar="N",
     ),
     Option(

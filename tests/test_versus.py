@@ -61,9 +61,17 @@ def test_an_open_question_gets_more_pairs_then_is_undecided_at_the_cap():
     assert grow.state == "more"
     cap = judge.compare(diffs, _prior(0.07, 20), "ratio", **rule, can_grow=False, cap=6)
     assert cap.state == "pass" and cap.undecided and "undecided after 2 pairs" in cap.reason
-    # a figure too noisy for 6 pairs to decide it buys none: judged on what it has
-    blind = judge.compare(diffs, _prior(0.25, 20), "median", **rule, can_grow=True, cap=6)
+    # beyond max-slowdown on a figure as noisy as seconds here: more pairs all the same (two unlucky pairs
+    # must not close the question); at the cap, judged on what it has, and said to be within its noise
+    noisy = judge.compare(diffs, _prior(0.25, 20), "median", **rule, can_grow=True, cap=6)
+    assert noisy.state == "more"
+    blind = judge.compare(diffs, _prior(0.25, 20), "median", **rule, can_grow=False, cap=6)
     assert blind.state == "pass" and not blind.undecided and "could not decide it" in blind.reason
+    # near max-slowdown on a figure too noisy for the cap's pairs to tell 1.5x max-slowdown: buys no pairs
+    near_noisy = [math.log(1.09), math.log(1.08)]
+    kept = judge.compare(near_noisy, _prior(0.25, 20), "median", **rule, can_grow=True, cap=6)
+    assert kept.state == "pass" and "inside max-slowdown" in kept.reason
+    assert judge.compare(near_noisy, _prior(0.03, 20), "ratio", **rule, can_grow=True, cap=6).state == "more"
     # near max-slowdown (beyond half of it), with the interval reaching past it: more pairs too
     near = judge.compare([math.log(1.08)], _prior(0.03, 20), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=True)
     assert near.state == "more"

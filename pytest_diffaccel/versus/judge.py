@@ -12,8 +12,9 @@ machine's noise, the rounds inside a run are not. The rule is the history gate's
 - fail: the mean difference is beyond ``max-slowdown`` and significant (p < alpha);
 - faster: beyond ``max-slowdown`` the other way and significant;
 - not yet decided: beyond max-slowdown but not significant, or beyond half of it with the 95%
-  interval reaching past it. Such a test gets more pairs (``job.py``), and only such a test; at the
-  cap it is *undecided*, which passes unless the run is strict (``--diffaccel-require-baseline``).
+  interval reaching past it (on a figure precise enough to settle it at the cap). Such a test gets more
+  pairs (``job.py``), and only such a test; at the cap it is *undecided*, which passes unless the run
+  is strict (``--diffaccel-require-baseline``).
 
 The pictures: every head run's picture against every base run's picture of the same seed, on the
 same machine. The tolerance is measured, not chosen: the base arm's runs against each other say
@@ -126,10 +127,10 @@ def compare(
 ) -> Comparison:
     """Judge one test's log differences (head over base, one per pair); ``cap``: the pairs it may grow to.
 
-    More pairs are asked for only where they could decide: an estimate beyond max-slowdown that would be
-    significant at the cap's standard error, or one near max-slowdown on a figure precise enough at the cap
-    to tell 1.5x max-slowdown from none. A figure too noisy for either (seconds on a busy machine) is
-    judged on the pairs it has, and buys no runs."""
+    More pairs are asked for where they could decide: every estimate beyond max-slowdown that is not yet
+    significant, and one near max-slowdown (beyond half of it, the interval past it) on a figure whose
+    typical spread could tell 1.5x max-slowdown from none at the cap. A near figure too noisy for that
+    (seconds on a busy machine) is judged on the pairs it has, and buys no runs."""
     if not differences:
         raise ValueError("compare needs at least one pair")
     n = len(differences)
@@ -149,10 +150,15 @@ def compare(
     threshold = math.log1p(max_slowdown)
     suspect = math.log1p(max_slowdown * SUSPECT_FRACTION)
     regression = d > threshold and p_slower < alpha
-    at_cap = stats.student_isf(alpha, weight + max(cap or n, n) - 1) * sigma / math.sqrt(max(cap or n, n))
+    grown = max(cap or n, n)
+    at_cap = stats.student_isf(alpha, weight + grown - 1) * sigma / math.sqrt(grown)
     beyond_open = d > threshold and not regression
     near_open = suspect < d <= threshold and d + half > threshold
-    open_question = (beyond_open and d > at_cap) or (near_open and at_cap <= GROW_PRECISION * threshold)
+    # beyond max-slowdown and not significant: always more pairs (a spread inflated by two unlucky pairs
+    # must not close the question); near it: more pairs when the typical spread could tell 1.5x max-slowdown
+    # at the cap (a figure too noisy for that, seconds on a busy machine, buys no runs)
+    typical_at_cap = stats.student_isf(alpha, weight + grown - 1) * typical / math.sqrt(grown)
+    open_question = beyond_open or (near_open and typical_at_cap <= GROW_PRECISION * threshold)
     state, undecided = "pass", False
     if regression:
         state = "fail"
