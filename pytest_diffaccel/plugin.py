@@ -19,13 +19,18 @@ from . import config as cfg
 from .calibration import RUN_ENV  # "k/N" in the further runs of --diffaccel-save-runs
 from .holder import Holder
 from .keys import APPLIED, FIXTURES, HOLDER, JOB, PIPELINE, RESULTS, STATE
-from .versus.env import in_arm
+from .versus.env import in_arm, remember_environment
 
 # ----------------------------------------------------------------------------- options and configuration
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     cfg.add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    remember_environment()  # before any conftest runs: what a base-vs-head job's arms start from
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

@@ -297,3 +297,21 @@ def test_only_the_latency_figures_buy_more_pairs():
     slower = [figures.RunFigures("t.py::test[x]", "x", "passed", ratio=1.08, median=1.0)]
     near = decide.decide("t.py::test[x]", [run(1.0)], slower, {"ratio": _prior(0.03)}, None, LIMITS, "m", can_grow=True)
     assert near.more
+
+
+def test_an_arm_starts_from_the_environment_the_job_began_with_not_what_the_heads_conftest_set(
+    monkeypatch, tmp_path
+):
+    # a head's conftest that sets a variable at import (the fire drill, a kernel switch) runs in the job's own
+    # process too; its arms inherited it, so the base ran the head's slowdown and a real +15% read as nothing
+    from pytest_diffaccel.versus import env as env_module
+    from pytest_diffaccel.versus.arms import Arm, process_environment
+
+    monkeypatch.delenv("DIFFACCEL_SLOWDOWN", raising=False)
+    monkeypatch.setattr(env_module, "_started", None)
+    env_module.remember_environment()  # the plugin's pytest_load_initial_conftests, before any conftest
+    monkeypatch.setenv("DIFFACCEL_SLOWDOWN", "fuse-qkv=15%")  # what examples/conftest.py of the head does
+    base = Arm("base", sys.executable, tmp_path, "HEAD~1")
+    built = process_environment(base, 1, 2, tmp_path, tmp_path / "base-1.json", None)
+    assert "DIFFACCEL_SLOWDOWN" not in built
+    assert built["PYTEST_DIFFACCEL_ARM"] == "base 1/2" and built["PYTEST_DIFFACCEL_ARM_OUT"].endswith("base-1.json")

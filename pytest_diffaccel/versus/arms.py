@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..calibration import FINISHED, SHORT, SUMMARY, duration, stream
-from .env import ARM_ENV, FORBID_ENV, ONLY_ENV, OUT_ENV
+from .env import ARM_ENV, FORBID_ENV, ONLY_ENV, OUT_ENV, started_environment
 from .figures import RunFigures, from_payload
 
 # options of the command that the job keeps to itself: what an arm's process must not do
@@ -247,7 +247,19 @@ def run(
 ) -> ArmRun:
     """One run of ``arm`` in a fresh process; its finished tests streamed through ``say``."""
     out = folder / f"{arm.name}-{number}{'-collect' if collect_only else ''}.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_DIFFACCEL_RUN")}
+    env = process_environment(arm, number, total, folder, out, only)
+    command = [arm.python, "-m", "pytest", *args, *(["--collect-only", "-q"] if collect_only else [])]
+    lines, status, seconds = stream(command, arm.cwd, env, f"{arm.name} run {number}/{total}", say)
+    return read(arm.name, number, out, status, seconds, lines)
+
+
+def process_environment(
+    arm: Arm, number: int, total: int, folder: Path, out: Path, only: Sequence[str] | None
+) -> dict[str, str]:
+    """The environment of one run of ``arm``: the job's as it started (env.started_environment: not what the
+    head's conftests set at import), the arm's own caches and import path, and where to write its results."""
+    started = started_environment()
+    env = {k: v for k, v in started.items() if not k.startswith("PYTEST_DIFFACCEL_RUN")}
     env.update(arm_env(arm, folder))
     env.update(
         {
@@ -260,11 +272,9 @@ def run(
         env[FORBID_ENV] = str(arm.forbid)
     if only is not None:
         env[ONLY_ENV] = json.dumps(list(only))
-    if "PYTHONPATH" in arm.env and os.environ.get("PYTHONPATH"):
-        env["PYTHONPATH"] = arm.env["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]
-    command = [arm.python, "-m", "pytest", *args, *(["--collect-only", "-q"] if collect_only else [])]
-    lines, status, seconds = stream(command, arm.cwd, env, f"{arm.name} run {number}/{total}", say)
-    return read(arm.name, number, out, status, seconds, lines)
+    if "PYTHONPATH" in arm.env and started.get("PYTHONPATH"):
+        env["PYTHONPATH"] = arm.env["PYTHONPATH"] + os.pathsep + started["PYTHONPATH"]
+    return env
 
 
 def read(arm: str, number: int, out: Path, status: int, seconds: float, lines: list[str]) -> ArmRun:
