@@ -121,9 +121,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "require_baseline",
         parse_bool,
-        "for CI: fail a test that has no baseline for this environment (hardware fingerprint), or whose latency "
-        "verdict is undecided (beyond max-slowdown but the history is too short to tell), naming the command "
-        "that records one; without it such a test passes and says so",
+        "for CI: fail every test not judged against its history, whatever the reason (no baseline for this "
+        "environment, a history recorded for another call, model or weights, a stored picture that can't be "
+        "read), or whose latency verdict is undecided (beyond max-slowdown but the history is too short to "
+        "tell), naming the command that records one; without it such a test passes and says so",
         flag=True,
     ),
     Option(

@@ -3,13 +3,15 @@
 Two halves, because they answer different questions:
 
 * **hardware** (the CPU's vendor, family, model, stepping and the instruction sets torch dispatches
-  on, the cores this process may use; the GPU's name, compute capability, memory, SM count, driver,
-  power limit and MIG slice). Another hardware fingerprint is another machine: other kernels, other
+  on, the cores this process may use; the GPU's name, compute capability, memory, SM count, power
+  limit and MIG slice). Another hardware fingerprint is another machine: other kernels, other
   pixels, other speeds. Its history is never this machine's; it is not judged at all.
 * **software** (python, torch and its build: CUDA, cuDNN, the CPU capability torch picked and its
-  thread count; diffusers, transformers, accelerate, torchao, ...). A change here is what users want
-  caught ("did the upgrade slow us down?"): it is judged against the same hardware's history, and
-  the verdict names it (``torch 2.12.0 -> 2.13.0``).
+  thread count; on a GPU, the NVIDIA driver; diffusers, transformers, accelerate, torchao, ...). A
+  change here is what users want caught ("did the upgrade slow us down?"): it is judged against the
+  same hardware's history, and
+  the verdict names it (``torch 2.12.0 -> 2.13.0``, ``nvidia driver 550.54.15 -> 555.42.02``: a
+  driver updated overnight is the same card running other code, judged like an upgrade of torch).
 
 ``probe`` reads the machine (torch imported lazily, only when a run uses the plugin); everything
 else is pure.
@@ -17,11 +19,14 @@ else is pure.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -62,6 +67,16 @@ def parse_cpuinfo(text: str) -> dict[str, Any]:
     return cpu
 
 
+_DRIVER = re.compile(r"Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)*)")
+
+
+def parse_driver_version(text: str) -> str | None:
+    """The driver's version from /proc/driver/nvidia/version ('NVRM version: NVIDIA UNIX x86_64 Kernel
+    Module  550.54.15  ...', or '... Open Kernel Module for x86_64  550.54.15 ...'); None when absent."""
+    found = _DRIVER.search(text)
+    return found.group(1) if found else None
+
+
 def hardware_hash(hardware: Mapping[str, Any]) -> str:
     """A short, stable hash of the hardware half: the same machine gives the same hash on every run."""
     text = json.dumps(hardware, sort_keys=True, separators=(",", ":"))
@@ -74,8 +89,6 @@ def describe_hardware(hardware: Mapping[str, Any]) -> str:
     gpu = hardware.get("gpu")
     if isinstance(gpu, Mapping):
         text = f"{gpu.get('name')} (sm {gpu.get('capability')}, {gpu.get('memory_gib')} GiB, {gpu.get('sms')} SMs"
-        if gpu.get("driver"):
-            text += f", driver {gpu['driver']}"
         if gpu.get("power_limit_w"):
             text += f", {gpu['power_limit_w']} W"
         if gpu.get("mig"):
@@ -170,8 +183,8 @@ def cpu_identity() -> dict[str, Any]:
 
 
 def gpu_identity() -> dict[str, Any]:
-    """The current CUDA device: name, capability, memory, SMs, and (through NVML when installed) the driver,
-    the power limit and whether it is a MIG slice."""
+    """The current CUDA device: name, capability, memory, SMs, the power limit (through NVML or nvidia-smi,
+    None when neither answers) and whether it is a MIG slice. The driver is software (``nvidia_driver``)."""
     import torch
 
     index = torch.cuda.current_device()
@@ -181,7 +194,6 @@ def gpu_identity() -> dict[str, Any]:
         "capability": f"{props.major}.{props.minor}",
         "memory_gib": round(props.total_memory / 2**30, 1),
         "sms": int(props.multi_processor_count),
-        "driver": None,
         "power_limit_w": None,
         "mig": None,
     }
@@ -193,8 +205,6 @@ def gpu_identity() -> dict[str, Any]:
 
         pynvml.nvmlInit()
         handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        gpu["driver"] = driver.decode() if isinstance(driver, bytes) else str(driver)
         gpu["power_limit_w"] = round(pynvml.nvmlDeviceGetPowerManagementLimit(handle) / 1000)
         try:
             current, _ = pynvml.nvmlDeviceGetMigMode(handle)
@@ -202,13 +212,41 @@ def gpu_identity() -> dict[str, Any]:
                 gpu["mig"] = "enabled"
         except pynvml.NVMLError:
             pass
-    except Exception:  # no NVML: the driver stays unknown, which every run of this machine shares
-        pass
+    except Exception:  # no NVML: ask nvidia-smi
+        limit = _nvidia_smi("power.limit", index)
+        with contextlib.suppress(ValueError):  # "[N/A]" on cards that don't report one
+            gpu["power_limit_w"] = round(float(limit)) if limit else None
     return gpu
 
 
-def software() -> dict[str, Any]:
-    """Python, torch's build and thread count, the libraries: what a change of stack is made of."""
+def _nvidia_smi(field: str, index: int = 0) -> str | None:
+    """One field of nvidia-smi's query for GPU ``index`` ('550.54.15', '700.00'), None when it can't tell."""
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader,nounits", f"--id={index}"],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = done.stdout.strip().splitlines()[0].strip() if done.returncode == 0 and done.stdout.strip() else ""
+    return value or None
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver's version: the kernel module's own file, else nvidia-smi; None without a driver."""
+    try:
+        with open("/proc/driver/nvidia/version", encoding="utf-8", errors="replace") as handle:
+            found = parse_driver_version(handle.read())
+        if found:
+            return found
+    except OSError:
+        pass
+    return _nvidia_smi("driver_version")
+
+
+def software(device: str = "cpu") -> dict[str, Any]:
+    """Python, torch's build and thread count, on a GPU the driver, the libraries: what a change of stack
+    is made of."""
     import torch
 
     values: dict[str, Any] = {
@@ -219,6 +257,8 @@ def software() -> dict[str, Any]:
         "torch cpu capability": torch.backends.cpu.get_cpu_capability(),
         "torch threads": torch.get_num_threads(),
     }
+    if device == "cuda":
+        values["nvidia driver"] = nvidia_driver()
     values.update(installed_versions(LIBRARIES))
     return values
 
@@ -237,6 +277,6 @@ def probe(device: str) -> dict[str, Any]:
     return {
         "hash": hardware_hash(hw),
         "hardware": hw,
-        "software": software(),
+        "software": software(device),
         "platform": f"{platform.system()} {platform.release()} ({sys.platform})",
     }

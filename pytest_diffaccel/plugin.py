@@ -54,6 +54,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "--diffaccel-save-runs: records runs into the baselines, so it needs --diffaccel-save all (or missing)"
         )
+    if settings.html:
+        _require_html_modules(settings.html)
     from .drill import DrillError, requested
 
     try:
@@ -94,6 +96,27 @@ def _pin_worker_gpu(config: pytest.Config, settings: cfg.Settings) -> None:
             f"--diffaccel-gpus: GPU {bad[0]} does not exist; this machine has {torch.cuda.device_count()}"
         )
     torch.cuda.set_device(gpus[number % len(gpus)])
+
+
+HTML_MODULES = ("jinja2", "matplotlib")  # the [html] extra
+
+
+def _require_html_modules(path: object) -> None:
+    """--diffaccel-html needs the [html] extra: said before anything is timed, not at the session's end."""
+    import importlib.util
+    import sys
+
+    def absent(name: str) -> bool:
+        if name in sys.modules:
+            return sys.modules[name] is None
+        return importlib.util.find_spec(name) is None
+
+    missing = [name for name in HTML_MODULES if absent(name)]
+    if missing:
+        raise pytest.UsageError(
+            f"--diffaccel-html {path}: the HTML report needs {' and '.join(missing)}, which the plugin's base "
+            "install does not bring: pip install 'pytest-diffaccel[html]' (nothing was run)"
+        )
 
 
 def _require_cuda() -> None:

@@ -189,6 +189,10 @@ def _regression_gates(inputs: Inputs) -> list[Gate]:
     moved = inputs.regression.failed
     if moved and "fidelity" in inputs.accept:
         return [Gate("fidelity regression", True, ACCEPTED + inputs.regression.describe())]
+    if not moved and inputs.regression.unread and inputs.require_baseline:
+        # strict mode fails what it could not judge: a picture the history names but the store lost
+        text = f"{inputs.regression.describe()} (--diffaccel-require-baseline fails what it can't compare)"
+        return [Gate("fidelity regression", False, text)]
     return [Gate("fidelity regression", not moved, inputs.regression.describe())]
 
 
@@ -251,13 +255,13 @@ def _latency_gates(inputs: Inputs) -> list[Gate]:
     latency = inputs.latency
     if latency is None:
         gates = [Gate("latency", True, inputs.baseline_note, judged=False)]
-        if inputs.require_baseline and inputs.baseline_note.startswith("no baseline"):
+        if inputs.require_baseline:  # whatever kept it from being judged: no history, another call, model...
             gates.append(
                 Gate(
                     "baseline",
                     False,
-                    f"{inputs.baseline_note} (--diffaccel-require-baseline): record one on this machine with "
-                    f"`{inputs.record_command}`",
+                    f"{inputs.baseline_note} (--diffaccel-require-baseline fails every test not judged against "
+                    f"its history): record one on this machine with `{inputs.record_command}`",
                 )
             )
         return gates

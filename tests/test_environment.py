@@ -81,6 +81,24 @@ def entry(ratio: float) -> dict:
     return {"samples": [1.0], "median": 1.0, "runs": [{"level": 0, "ratio": ratio}]}
 
 
+def test_the_nvidia_driver_is_read_without_nvml_and_is_software_not_hardware(monkeypatch):
+    proprietary = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\nGCC ..."
+    open_module = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  555.42.02  Release Build  (dvs-builder)"
+    assert fingerprint.parse_driver_version(proprietary) == "550.54.15"
+    assert fingerprint.parse_driver_version(open_module) == "555.42.02"
+    assert fingerprint.parse_driver_version("no driver here") is None
+    # a driver updated overnight: the same machine (same hardware hash), a change of stack named in the verdict
+    then = {"torch": "2.13.0", "nvidia driver": "550.54.15"}
+    now = {"torch": "2.13.0", "nvidia driver": "555.42.02"}
+    assert fingerprint.software_changes(then, now) == ["nvidia driver 550.54.15 -> 555.42.02"]
+    card = {"device": "cuda", "gpu": {"name": "H100", "capability": "9.0", "memory_gib": 79.1, "sms": 132}}
+    assert "driver" not in fingerprint.describe_hardware(card)
+    # a CPU run records no driver; a GPU run asks for it
+    monkeypatch.setattr(fingerprint, "nvidia_driver", lambda: "550.54.15")
+    assert "nvidia driver" not in fingerprint.software("cpu")
+    assert fingerprint.software("cuda")["nvidia driver"] == "550.54.15"
+
+
 def test_each_environment_reads_and_writes_only_its_own_file(tmp_path):
     here, there = environment(hardware()), environment(hardware(isa=("avx2",)))
     baselines.save(tmp_path / "cpu-amd-epyc.json", "cpu-amd-epyc", {"t::a": entry(1.0)}, "all", environment=there)
@@ -144,6 +162,22 @@ def test_agreeing_blocks_beyond_max_slowdown_against_one_run_are_undecided_not_p
     assert not inside.undecided
     split = latency.judge([0.2, 0.0, 0.01], [0.0], _spread(), max_slowdown=0.10, alpha=0.0005)
     assert not split.undecided  # only a minority beyond max-slowdown
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        "no baseline for cpu-test",
+        "baseline recorded for another call (steps, size, prompts...): not compared",
+        "baseline recorded for model tiny-flux: not compared",
+        "baseline holds no compile time (recorded by an older version): re-save it",
+    ],
+)
+def test_strict_mode_fails_every_test_not_judged_whatever_the_reason(note):
+    base = {"broken": None, "ssim": 1.0, "psnr": None, "min_ssim": 0.9, "baseline_note": note}
+    assert not verdict.decide(verdict.Inputs(**base)).failed
+    strict = verdict.decide(verdict.Inputs(**base, require_baseline=True))
+    assert [g.name for g in strict.failures] == ["baseline"] and strict.failures[0].message.startswith(note)
 
 
 def test_undecided_is_its_own_word_and_strict_mode_fails_it():
@@ -237,8 +271,9 @@ def test_another_environment_is_named_and_not_judged_strict_mode_fails_it(user_s
     strict = run_inner(*args, "--diffaccel-require-baseline")
     strict.assert_outcomes(failed=2)
     strict.stdout.fnmatch_lines(
-        ["*baseline gate failed: no baseline for this environment (--diffaccel-require-baseline): record one on "
-         "this machine with `pytest *--diffaccel-save=all --diffaccel-save-runs=5`*"]
+        ["*baseline gate failed: no baseline for this environment (--diffaccel-require-baseline fails every test "
+         "not judged against its history): record one on this machine with `pytest *--diffaccel-save=all "
+         "--diffaccel-save-runs=5`*"]
     )  # fmt: skip
     assert path.read_bytes() == before  # nothing written without --diffaccel-save
 

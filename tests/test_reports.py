@@ -148,3 +148,16 @@ def test_terminal_table_lists_reports(reports):
     _, result = reports
     assert "report: " in result.stdout
     assert "noisy-unet: fidelity: SSIM" in result.stdout
+
+
+@pytest.mark.parametrize("missing", ["jinja2", "matplotlib"])
+def test_html_without_its_extra_is_a_usage_error_before_anything_runs(pytester, monkeypatch, missing):
+    # the base install lacks the [html] extra: say so at the start (exit 4), never after the timing is done
+    monkeypatch.setitem(sys.modules, missing, None)
+    pytester.makepyfile(test_acceleration=TEST)
+    result = pytester.runpytest("--diffaccel-html=report.html", "--diffaccel-techniques=fp32")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--diffaccel-html report.html: the HTML report needs {missing}*"])
+    assert "pip install 'pytest-diffaccel[html]' (nothing was run)" in result.stderr.str()
+    assert not (pytester.path / "report.html").exists()
+    result.stdout.no_fnmatch_line("*passed*")
