@@ -72,7 +72,12 @@ class Benchmark:
         self.results: list[Result] = []
 
     def __call__(self, pipe: Any, **call_kwargs: Any) -> Result:
-        call = self.state.call_for(self.settings).with_extra(call_kwargs)
+        from .callkey import UnstableArgument
+
+        try:
+            call = self.state.call_for(self.settings).with_extra(call_kwargs)
+        except UnstableArgument as error:
+            pytest.fail(str(error), pytrace=False)
         test_id = self.test_id if not self.results else f"{self.test_id}#{len(self.results) + 1}"
         started = time.perf_counter()
         try:
@@ -146,10 +151,17 @@ class Benchmark:
         _, images, reference_images = seeds[0]
         count = len(images)
         store = state.store
-        then = store.thumbnail(stored.get("images", ""), count)
-        moved = None
+        name = stored.get("images", "")
+        then = store.thumbnail(name, count) if name else None
+        moved, unread = None, ""
         if then is not None and then.shape == thumbnails.reduce(images).shape:
             moved = fidelity.compare(thumbnails.reduce(images) / 255.0, then).ssim
+        elif name:  # the entry names a picture the store could not give: say so, never a silent pass
+            unread = (
+                f"its stored picture {name} could not be read from {store.location}"
+                if then is None
+                else f"its stored picture {name} holds {then.shape[0]} image(s) of another size"
+            )
         drift = None
         reference_then = store.thumbnail(stored.get("reference", ""), count)
         if reference_then is not None and reference_then.shape == thumbnails.reduce(reference_images).shape:
@@ -161,7 +173,7 @@ class Benchmark:
         from .fingerprint import software_changes
 
         changes = tuple(software_changes(stored.get("versions"), state.versions()))
-        return fidelity.Regression(ssim_then, ssim_now, moved, fidelity.tolerance(drift, same), changes)
+        return fidelity.Regression(ssim_then, ssim_now, moved, fidelity.tolerance(drift, same), changes, unread)
 
     def _latency(
         self,
@@ -357,6 +369,7 @@ class Benchmark:
             notes=self._notes(measurement, blocks, figure, decision, reuse),
             call=call.describe(),
             model=state.info.name,
+            weights=state.weights(),
             random_weights=state.info.random_weights,
             device=state.device,
             images=measurement.images,

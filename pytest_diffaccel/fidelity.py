@@ -151,6 +151,7 @@ class Regression:
     moved: float | None  # SSIM of this run's images vs the baseline's (thumbnails)
     tolerance: Tolerance
     changes: tuple[str, ...] = ()  # the software changes since the baseline ("torch 2.12.0 -> 2.13.0")
+    unread: str = ""  # why the stored picture could not be compared ("thumbnails/ab12.png is missing"), if so
 
     @property
     def dropped(self) -> bool:
@@ -174,6 +175,8 @@ class Regression:
             parts.append(f"SSIM {self.ssim_then:.4f} -> {self.ssim_now:.4f} vs its baseline")
         if self.moved is not None:
             parts.append(f"image vs its baseline image SSIM {self.moved:.4f}")
+        elif self.unread:
+            parts.append(f"image not compared: {self.unread}")
         stack = f"after {', '.join(self.changes)}: " if self.changes else ""
         return stack + "; ".join(parts) + f" (tolerance {self.tolerance.value:.3g}: {self.tolerance.basis})"
 

@@ -227,8 +227,12 @@ def upgraded(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def same_series(entry: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
-    """Whether a stored entry measured the same thing (call and model) as the new run."""
-    return entry.get("call") == fields.get("call") and entry.get("model") in (None, fields.get("model"))
+    """Whether a stored entry measured the same thing (call, model and its weights) as the new run."""
+    return (
+        entry.get("call") == fields.get("call")
+        and entry.get("model") in (None, fields.get("model"))
+        and entry.get("weights") in (None, fields.get("weights"))
+    )
 
 
 @dataclass(frozen=True)

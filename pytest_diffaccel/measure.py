@@ -30,6 +30,7 @@ from typing import Any
 
 from . import stats
 from .breakdown import Instrument, split
+from .callkey import describe_all
 from .noise import float32_noise
 
 Progress = Callable[[str], None]
@@ -45,7 +46,7 @@ class Call:
     seed: int = 0
     batch: int = 1
     guidance: float | None = None
-    extra: tuple[tuple[str, str], ...] = ()  # user kwargs, as (name, repr) for the key
+    extra: tuple[tuple[str, str], ...] = ()  # user kwargs, as (name, stable description) for the key (callkey)
     extra_values: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def with_extra(self, kwargs: dict[str, Any]) -> Call:
@@ -59,7 +60,7 @@ class Call:
             seed=self.seed,
             batch=self.batch,
             guidance=self.guidance,
-            extra=tuple(sorted((k, repr(v)) for k, v in merged.items())),
+            extra=describe_all(merged),
             extra_values=merged,
         )
 

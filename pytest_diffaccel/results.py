@@ -38,6 +38,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
     call: dict[str, Any] = field(default_factory=dict)
     model: str = ""
+    weights: str | None = None  # which weights (models.identity): a history on other weights is not compared
     random_weights: bool = False
     device: str = ""
     images: Any = None  # numpy NHWC, not serialized
@@ -211,6 +212,7 @@ class Result:
             "reference_median": None if self.reference_median is None else round(self.reference_median, 6),
             "call": self.call,
             "model": self.model,
+            "weights": self.weights,
             "versions": versions,
             "recorded": self.recorded,
         }

@@ -315,7 +315,14 @@ class DiffaccelSession:
             return None, "baseline recorded for another call (steps, size, prompts...): not compared"
         if entry.get("model") not in (None, self.info.name):
             return None, f"baseline recorded for model {entry.get('model')}: not compared"
+        weights = self.weights()
+        if entry.get("weights") not in (None, weights):  # histories recorded before weights were named: compared
+            return None, f"baseline recorded on other weights ({entry.get('weights')}; now {weights}): not compared"
         return entry, "baseline"
+
+    def weights(self) -> str | None:
+        """What identifies the session model's weights (models.identity), taken once."""
+        return self.source().weights()
 
     def caption_check(self, call: Call, seeded: Sequence[tuple[int, Any, Any]], spec: Spec) -> Any:
         """The caption gate's reading of (seed, images, reference images) per seed (captions.CaptionCheck),

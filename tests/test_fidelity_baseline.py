@@ -80,6 +80,36 @@ def test_a_failed_fidelity_regression_is_not_saved(project, run_inner, recorded,
     assert sorted(p.name for p in (folder / "thumbnails").iterdir()) == thumbs
 
 
+def test_a_lost_stored_picture_is_said_and_strict_mode_fails_it(project, run_inner, recorded, untimed):
+    # #30 item 9: the thumbnail the history names is gone (a garbage collection, a move that skipped it): the
+    # picture-moved check was silently off; now the gate says it could not compare, and strict mode fails it
+    folder = recorded("--diffaccel-techniques", "fp32,nudged", untimed, SEEDS)
+    entries = json.loads(next(folder.glob("cpu-*.json")).read_text())["entries"]
+    name = entries["test_speed.py::test_acceleration[nudged]"]["fidelity"]["images"]
+    (folder / "thumbnails" / name).unlink()
+    strict = ("--diffaccel-require-baseline", "--diffaccel-report-only=latency,compile-time,cold-start,memory")
+    result = run_inner("--diffaccel-techniques", "nudged", f"--diffaccel-baselines={folder}", SEEDS, *strict)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [f"*fidelity regression gate failed: *image not compared: its stored picture {name} could not be read*"
+         "--diffaccel-require-baseline fails what it can't compare*"]
+    )  # fmt: skip
+
+
+def test_a_lost_stored_picture_passes_with_a_note_outside_strict_mode():
+    from pytest_diffaccel import verdict
+
+    lost = fidelity.Regression(
+        1.0, 1.0, None, fidelity.tolerance(None, True), unread="its stored picture x.png could not be read"
+    )
+    inputs = verdict.Inputs(broken=None, ssim=1.0, psnr=None, min_ssim=0.9, regression=lost)
+    (gate,) = verdict._regression_gates(inputs)
+    assert gate.passed and "image not compared: its stored picture x.png could not be read" in gate.message
+    (strict,) = verdict._regression_gates(verdict.Inputs(broken=None, ssim=1.0, psnr=None, min_ssim=0.9,
+                                                         regression=lost, require_baseline=True))  # fmt: skip
+    assert not strict.passed
+
+
 # ----------------------------------------------------------------------------- pure pieces
 
 

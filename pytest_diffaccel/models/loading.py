@@ -45,6 +45,7 @@ class ModelSource:
         self.allow_pickle = allow_pickle
         self._base: Any = None
         self.load_seconds: float | None = 0.0 if info.kind == "arch" else None  # arch presets load nothing
+        self._weights: str | None = None
 
     def fresh(self, device: str, dtype_name: str = "float32") -> Any:
         """A new pipeline on ``device`` in ``dtype_name``, independent of every other one."""
@@ -72,6 +73,14 @@ class ModelSource:
             self._base = self._load()
             self.load_seconds = time.perf_counter() - started
         return self._base
+
+    def weights(self) -> str | None:
+        """What identifies the weights the session loads (models.weights_identity); None when nothing can."""
+        from .identity import weights_identity
+
+        if self._weights is None:
+            self._weights = weights_identity(self.info, self.allow_pickle) or ""
+        return self._weights or None
 
     def family(self) -> str:
         if self.info.family:
