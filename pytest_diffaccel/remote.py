@@ -318,7 +318,13 @@ class RemoteStore:
 
     def compact(self) -> list[str]:
         """Each environment's history as one snapshot object, written before the objects it holds are deleted:
-        a reader sees the old objects or the snapshot, and a run saved meanwhile (not in the snapshot) stays."""
+        a reader sees the old objects or the snapshot, and a run saved meanwhile (not in the snapshot) stays.
+
+        Two compactions at once: each, after writing its snapshot, lists the history again. A snapshot of
+        another compaction that neither holds nor is held by its own means they overlapped: it deletes its own
+        snapshot and nothing else, and says so (``rival``). So a run is deleted only by a compaction that saw no
+        rival after its snapshot was written, and only when that snapshot holds it; the rival, if it comes
+        later, sees this snapshot and backs off. Objects another compaction deleted first are not an error."""
         self.check()
         lines = []
         for stored in self.histories():
@@ -331,12 +337,27 @@ class RemoteStore:
             names = [name for name, _ in objects]
             sequence = max(sequence_of(data) for _, data in objects)
             url = self.write_snapshot(stored.machine, environment, entries, covers=names, sequence=sequence)
-            folder = self._path(stored.machine, digest, RUNS)
-            self._call(
-                f"deleting {len(names)} object(s) of {self.url(folder)}", self.fs.rm, [f"{folder}/{n}" for n in names]
-            )
+            folder = self._path(_key(stored.machine), digest, RUNS)
+            mine = url.rsplit("/", 1)[-1]
+            rivals = rival_snapshots(self._objects(stored.machine, digest), mine, names)
+            if rivals:
+                self._call(f"deleting {self.url(folder)}/{mine}", self.fs.rm, f"{folder}/{mine}", missing=None)
+                lines.append(
+                    f"not compacted {stored.label}: another compaction ran at the same time ({rivals[0]}); "
+                    "nothing deleted, run it again"
+                )
+                continue
+            self._delete(folder, names)
             lines.append(f"compacted {stored.label}: {len(names)} objects -> 1 snapshot ({len(entries)} tests): {url}")
         return lines or [f"{self.location}: nothing to compact (one object or none per history)"]
+
+    def _delete(self, folder: str, names: Sequence[str]) -> None:
+        """Delete the objects ``names`` of ``folder``; one that is gone already (another compaction) is fine."""
+        paths = [f"{folder}/{n}" for n in names]
+        what = f"deleting {len(names)} object(s) of {self.url(folder)}"
+        if self._call(what, self.fs.rm, paths, missing="gone") == "gone":  # some were gone: one at a time
+            for path in paths:
+                self._call(f"deleting {self.url(path)}", self.fs.rm, path, missing=False)
 
     def _thumbnail_path(self, name: str) -> str:
         """The object of thumbnail ``name`` under the store's thumbnail prefix; only a content name is joined."""
@@ -400,6 +421,23 @@ def out_of_clock_order(objects: Sequence[tuple[str, Mapping[str, Any]]]) -> int:
     return count
 
 
+def rival_snapshots(objects: Sequence[tuple[str, Mapping[str, Any]]], mine: str, covers: Sequence[str]) -> list[str]:
+    """The snapshots of another compaction that overlapped with the one that wrote ``mine`` (holding
+    ``covers``): neither holds the other."""
+    held = set(covers)
+    return [
+        name
+        for name, data in objects
+        if data.get("kind") == "snapshot" and name != mine and name not in held and mine not in data.get("covers", ())
+    ]
+
+
+def newest_snapshot(snapshots: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[str, Mapping[str, Any]]:
+    """Of the snapshots no other holds, the one that holds the most of the history: the highest sequence,
+    then the most objects (two compactions that read the history at once), then the name."""
+    return max(snapshots, key=lambda item: (sequence_of(item[1]), len(item[1].get("covers", ())), item[0]))
+
+
 def fold(objects: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The entries the objects of one environment make, and the environment (the newest object's). The
     newest snapshot (one no other snapshot holds) gives the entries it holds; then every run it does not
@@ -412,7 +450,7 @@ def fold(objects: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[dict[str, An
     entries: dict[str, Any] = {}
     covered: set[str] = set()
     if snapshots:
-        name, snapshot = snapshots[-1]
+        name, snapshot = newest_snapshot(snapshots)
         entries = {k: dict(v) for k, v in snapshot.get("entries", {}).items()}
         covered = {name, *snapshot.get("covers", ())}
     environment = None

@@ -236,6 +236,51 @@ def test_compacting_keeps_every_history_and_a_run_saved_meanwhile(bucket, capsys
     assert main(["compact", "not-a-url"]) == 2
 
 
+def _two_compactions_racing_a_save(url: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """#30 item 3: A reads r1, r2; r3 is saved; B compacts r1-r3 and deletes them; then A writes its snapshot
+    (r1 and r2 only) and goes on. Returns what A printed."""
+    from pytest_diffaccel import remote
+
+    env = environment()
+    for ratio in (1.0, 1.1):
+        store = open_store(url)
+        store.save(store.locate("cpu-test", env), "cpu-test", {"t::a": run(ratio)}, "all", None, env)
+    written = remote.RemoteStore.write_snapshot
+    inside = []
+
+    def b_runs_before_a_writes(self, *args, **kwargs):
+        if not inside:
+            inside.append(True)
+            saver = open_store(url)
+            saver.save(saver.locate("cpu-test", env), "cpu-test", {"t::a": run(1.2)}, "all", None, env)
+            assert any(line.startswith("compacted ") for line in open_store(url).compact())  # B, whole
+        return written(self, *args, **kwargs)
+
+    monkeypatch.setattr(remote.RemoteStore, "write_snapshot", b_runs_before_a_writes)
+    lines = open_store(url).compact()  # A
+    monkeypatch.undo()
+    entries = open_store(url).locate("cpu-test", env).entries
+    assert [r["ratio"] for r in entries["t::a"]["runs"]] == [1.0, 1.1, 1.2]  # r3 is not lost
+    return lines
+
+
+def test_two_compactions_racing_a_save_lose_no_run_on_s3(bucket, monkeypatch):
+    lines = _two_compactions_racing_a_save(bucket, monkeypatch)
+    assert len(lines) == 1 and lines[0].startswith("not compacted ") and "another compaction ran" in lines[0]
+    assert len([k for k in objects(bucket) if "/runs/" in k]) == 1  # B's snapshot only: A took its own back
+
+
+def test_two_compactions_racing_a_save_lose_no_run_on_a_shared_mount(tmp_path, monkeypatch):
+    lines = _two_compactions_racing_a_save(f"file://{tmp_path}/mount", monkeypatch)  # no traceback either
+    assert "another compaction ran at the same time" in lines[0]
+    # objects another compaction deleted first: deleting them again is no error (it was a traceback here)
+    store = open_store(f"file://{tmp_path}/mount")
+    runs = next((tmp_path / "mount").rglob("runs"))
+    kept = sorted(p.name for p in runs.iterdir())
+    store._delete(str(runs), ["gone-1.json", "gone-2.json"])
+    assert sorted(p.name for p in runs.iterdir()) == kept
+
+
 def test_a_file_url_is_a_store_on_a_shared_mount(tmp_path):
     env = environment()
     url = f"file://{tmp_path}/mount/diffaccel"

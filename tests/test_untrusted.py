@@ -411,3 +411,21 @@ def test_a_save_that_fails_keeps_the_reports_and_says_so_in_the_exit_status(user
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stdout.fnmatch_lines([f"baselines NOT saved: *{blocker.name}*"])
     assert json.loads(report.read_text())["benchmarks"], "the run's report is written all the same"
+
+
+def test_two_snapshots_of_one_moment_fold_the_one_that_holds_more():
+    # r2 and r3 were saved from the same read (both claim sequence 2); compaction A read r1, r2, compaction B
+    # r1-r3 and deleted them; A's snapshot has the later name: the fold must take B's, which holds r3
+    from pytest_diffaccel import remote
+
+    def snapshot(covers: list[str], ratios: list[float]) -> dict:
+        runs = [{"ratio": r, "level": 0} for r in ratios]
+        return {"kind": "snapshot", "sequence": 2, "covers": covers, "environment": environment(),
+                "entries": {"t::a": {"ratio": ratios[-1], "runs": runs}}}  # fmt: skip
+
+    b = ("2026-01-01T00-00-01-b.json", snapshot(["r1", "r2", "r3"], [1.0, 1.1, 1.2]))
+    a = ("2026-01-01T00-00-02-a.json", snapshot(["r1", "r2"], [1.0, 1.1]))
+    entries, _ = remote.fold([b, a])
+    assert [r["ratio"] for r in entries["t::a"]["runs"]] == [1.0, 1.1, 1.2]
+    assert remote.rival_snapshots([b, a], a[0], ["r1", "r2"]) == [b[0]]
+    assert remote.rival_snapshots([b, a], b[0], ["r1", "r2", "r3"]) == [a[0]]
