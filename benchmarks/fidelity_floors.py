@@ -183,8 +183,10 @@ def render_tables(data: dict[str, Any]) -> str:
             )
     lines += [
         "",
-        "Models without measured floors (a hub id, a local folder, the full-size architectures) use the lowest "
-        "floor of each class over the bundled presets (`default` in floors.json):",
+        "Models without measured floors (a hub id, a local folder, the full-size architectures) start from the "
+        "lowest floor of each class over the bundled presets (`default` in floors.json), capped by each "
+        "technique's own registered threshold (`floors.overrides`: a default never makes the gate stricter than "
+        "the technique's own threshold; the thresholds that result are in the README's \"How it decides\"):",
         "",
         "| class | default floor |",
         "|---|---:|",

@@ -509,14 +509,14 @@ def render(raw: dict[str, Any], command: str) -> str:
     spreads = measured_spreads(judged_now, aa)
     detection = detection_rates(judged_now)
     simulated = simulated_detection(judged_now, spreads, detection)
-    lines = header_lines(judged_now, command, aa)
+    lines = header_lines(judged_now, command, aa, len(spreads))
     implied, implied_full, spread_lines = matrix_rate_lines(judged_now, spreads)
     lines += spread_lines
     lines += detection_lines(judged_now, detection, simulated)
     cost_ratio, share, cost = cost_lines(judged_now, aa)
     lines += cost
     lines += other_rule_lines(judged_now, aa, detection)
-    lines += target_lines(judged_now, aa, implied, implied_full, detection, simulated, cost_ratio)
+    lines += target_lines(judged_now, aa, implied, implied_full, detection, simulated, cost_ratio, len(spreads))
     raw["analysis"] = {
         "per_test": [aa.per_test, len(aa.judged)],
         "runs_failed": [aa.runs_failed, aa.runs],
@@ -566,14 +566,14 @@ class AA:
         )
 
 
-def header_lines(raw: dict[str, Any], command: str, aa: AA) -> list[str]:
+def header_lines(raw: dict[str, Any], command: str, aa: AA, measured: int) -> list[str]:
     return [
         "# Verdict quality on this CPU",
         "",
         f"Command: `{command}` ({raw['minutes']:.0f} minutes of measuring). Real `pytest` runs of the plugin's default "
         f"path on tiny-sd: history from `--diffaccel-save all --diffaccel-save-runs {raw['history_runs']}`, then "
-        f"{aa.runs} unchanged (A/A) runs of the {len(raw['matrix'])}-technique matrix of `pytest examples` judged "
-        "against it, and runs of one technique slowed by real extra compute in its denoiser's forward (the fire "
+        f"{aa.runs} unchanged (A/A) runs of the matrix of `pytest examples` ({len(raw['matrix'])} techniques asked, "
+        f"the {measured} this CPU runs measured) judged against it, and runs of one technique slowed by real extra compute in its denoiser's forward (the fire "
         "drill, `DIFFACCEL_SLOWDOWN`). Defaults: max-slowdown 10%, alpha 0.0005, up to 3 blocks, history of 10. "
         "The latency verdicts below are those of the current rule on the blocks each run measured "
         "(`rejudged`: which blocks a run measures does not depend on the significance test, so these are the "
@@ -790,6 +790,7 @@ def target_lines(
     detection: dict[float, float],
     simulated_rates: dict[float, tuple[float, float]],
     cost_ratio: float | None,
+    measured: int,
 ) -> list[str]:
     """The conclusions, from the numbers above."""
 
@@ -799,7 +800,7 @@ def target_lines(
     full = history.DEFAULT_KEEP
     lines = ["## Against the targets", ""]
     lines.append(
-        f"- A clean {len(raw['matrix'])}-technique matrix fails at most 2 runs in 100: {verdict_on(implied <= 0.02)} by "
+        f"- A clean {measured}-technique matrix fails at most 2 runs in 100: {verdict_on(implied <= 0.02)} by "
         f"the rate the measured spreads imply with the {raw['history_runs']} runs of history recorded here "
         f"({implied:.2%}); "
         + (

@@ -256,9 +256,9 @@ def _two_compactions_racing_a_save(url: str, monkeypatch: pytest.MonkeyPatch) ->
             assert any(line.startswith("compacted ") for line in open_store(url).compact())  # B, whole
         return written(self, *args, **kwargs)
 
-    monkeypatch.setattr(remote.RemoteStore, "write_snapshot", b_runs_before_a_writes)
-    lines = open_store(url).compact()  # A
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:  # (the s3 fixture's credentials stay patched)
+        patched.setattr(remote.RemoteStore, "write_snapshot", b_runs_before_a_writes)
+        lines = open_store(url).compact()  # A
     entries = open_store(url).locate("cpu-test", env).entries
     assert [r["ratio"] for r in entries["t::a"]["runs"]] == [1.0, 1.1, 1.2]  # r3 is not lost
     return lines
