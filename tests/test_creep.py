@@ -9,6 +9,8 @@ import json
 import math
 import random
 
+import pytest
+
 from pytest_diffaccel import latency
 
 
@@ -52,6 +54,7 @@ def test_clean_series_rarely_look_like_a_creep():
     assert alarms <= 2
 
 
+@pytest.mark.serial  # judged on the measured speed: run alone, not beside another worker
 def test_a_crept_history_fails_the_latency_gate_end_to_end(user_suite, run_inner, tmp_path):
     folder = tmp_path / "b"
     args = (

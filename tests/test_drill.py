@@ -19,6 +19,7 @@ def test_parse():
             drill.parse(bad)
 
 
+@pytest.mark.serial  # judged on the measured speed: run alone, not beside another worker
 def test_the_drill_fails_the_gate_and_says_it_is_a_drill(user_suite, run_inner, monkeypatch, tmp_path):
     folder = tmp_path / "b"
     args = ("--diffaccel-techniques", "fuse-qkv", f"--diffaccel-baselines={folder}")

@@ -278,6 +278,7 @@ def test_another_environment_is_named_and_not_judged_strict_mode_fails_it(user_s
     assert path.read_bytes() == before  # nothing written without --diffaccel-save
 
 
+@pytest.mark.serial  # judged on the measured speed: run alone, not beside another worker
 def test_a_stack_change_is_judged_and_named_and_undecided_is_not_a_pass(user_suite, run_inner, tmp_path, monkeypatch):
     user_suite.makeconftest(SLOWER)
     folder = tmp_path / "b"

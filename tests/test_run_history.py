@@ -103,6 +103,7 @@ RECORDED = ("--diffaccel-techniques", "fp32,maybe-slow,slow-start")
 ONLY_REPORTED = "--diffaccel-report-only=cold-start,memory"
 
 
+@pytest.mark.serial  # judged on the measured speed: run alone, not beside another worker
 def test_a_slowdown_is_confirmed_before_it_fails_at_the_default_max_slowdown_and_a_clean_rerun_pays_nothing(
     project, run_inner, recorded, monkeypatch, tmp_path
 ):
@@ -147,6 +148,7 @@ def test_saving_an_accepted_change_starts_a_new_level(project, run_inner, record
     run_inner(*args).assert_outcomes(passed=1)  # the slow run is the new level
 
 
+@pytest.mark.serial  # judged on the measured speed: run alone, not beside another worker
 def test_fp32_is_judged_in_absolute_time(project, run_inner, recorded, monkeypatch):
     folder = recorded(*RECORDED)
     monkeypatch.setenv("DIFFACCEL_TEST_SLOW_ALL", "1")  # a slower stack: every UNet, fp32 included
@@ -171,6 +173,7 @@ def test_compile_time_is_a_gate_of_its_own(project, run_inner, recorded, monkeyp
     slow.stdout.fnmatch_lines(["*compile time gate failed: *x slower*vs 1 run*beyond max-slowdown 50%*"])
 
 
+@pytest.mark.serial  # judged on the measured speed: run alone, not beside another worker
 def test_a_run_whose_rounds_drift_is_not_saved(project, run_inner, tmp_path):
     folder = tmp_path / "b"
     # 8 rounds: a monotone rise with up to two rounds out of order is beyond Kendall's p < 0.01; each round
