@@ -442,6 +442,7 @@ def test_effect_gate_is_pluggable_and_defaults_to_not_checked():
 SINGLES = ("fuse-qkv", "channels-last", "sdpa-math")  # sdpa-math: the math attention kernel, 2x slower on the CPU
 
 
+@pytest.mark.serial  # judged on the measured speed: run alone, not beside another worker
 def test_a_real_search_finds_a_recipe_that_holds_up_measured_again_and_the_next_run_gates_it(
     user_suite, run_inner, monkeypatch, tmp_path
 ):

@@ -126,9 +126,11 @@ def job_folders() -> set[str]:
 
 
 @pytest.fixture
-def repo(pytester: pytest.Pytester) -> pytest.Pytester:
+def repo(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> pytest.Pytester:
     """A user's project (a package and its tests): the base commit, then the head commit that changes the
     package's tweak and a technique of the conftest, and adds a test."""
+    # this job's temporary folders in a folder of its own: another worker's job (pytest -n 2) makes its own meanwhile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("job-tmp")))
     git(pytester.path, "init", "-q")
     package = pytester.mkpydir("mypkg")
     (package / "tweaks.py").write_text(BASE_TWEAKS)
