@@ -151,13 +151,14 @@ def compare(
     suspect = math.log1p(max_slowdown * SUSPECT_FRACTION)
     regression = d > threshold and p_slower < alpha
     grown = max(cap or n, n)
-    at_cap = stats.student_isf(alpha, weight + grown - 1) * sigma / math.sqrt(grown)
+    quantile_at_cap = stats.student_isf(alpha, weight + grown - 1)
+    at_cap = quantile_at_cap * sigma / math.sqrt(grown)
     beyond_open = d > threshold and not regression
     near_open = suspect < d <= threshold and d + half > threshold
     # beyond max-slowdown and not significant: always more pairs (a spread inflated by two unlucky pairs
     # must not close the question); near it: more pairs when the typical spread could tell 1.5x max-slowdown
     # at the cap (a figure too noisy for that, seconds on a busy machine, buys no runs)
-    typical_at_cap = stats.student_isf(alpha, weight + grown - 1) * typical / math.sqrt(grown)
+    typical_at_cap = quantile_at_cap * typical / math.sqrt(grown)
     open_question = beyond_open or (near_open and typical_at_cap <= GROW_PRECISION * threshold)
     state, undecided = "pass", False
     if regression:
