@@ -50,6 +50,7 @@ LIMITS = decide.Limits(
 FIGURES = ("ratio", "median")
 PAIRS = (1, 2, 3, 4)
 TARGETS = {"aa": 0.01, "15%": 0.95, "25%": 0.99, "5%": 0.05}
+ROUNDS = 9  # a run's timed rounds on this CPU's example matrix (8-11 for the slow techniques)
 
 
 # ----------------------------------------------------------------------------- real jobs
@@ -197,8 +198,9 @@ def drill(slowdown: str, technique: str, pairs: int, select: str) -> None:
 # ----------------------------------------------------------------------------- the measured spreads
 
 
-def pair_differences(versus: dict) -> dict[str, dict[str, list[float]]]:
-    """test -> figure -> log(head / base) of each pair of a job's runs."""
+def pair_differences(versus: dict, key: str = "") -> dict[str, dict[str, list[float]]]:
+    """test -> figure -> log(head / base) of each pair of a job's runs; with ``key="error"``, each pair's rounds'
+    variance instead (the two runs' squared standard errors, judge.pair_noise), where both runs measured one."""
     by_pair: dict[int, dict[str, dict]] = {}
     for run in versus["runs"]:
         by_pair.setdefault(run["pair"], {})[run["arm"]] = run["tests"]
@@ -212,32 +214,47 @@ def pair_differences(versus: dict) -> dict[str, dict[str, list[float]]]:
                 continue
             for figure in FIGURES:
                 b, h = base.get(figure), head.get(figure)
-                if b and h:
+                if not (b and h):
+                    continue
+                if not key:
                     out.setdefault(test, {}).setdefault(figure, []).append(math.log(h / b))
+                elif base.get(f"{figure}_{key}") is not None and head.get(f"{figure}_{key}") is not None:
+                    noise = base[f"{figure}_{key}"] ** 2 + head[f"{figure}_{key}"] ** 2
+                    out.setdefault(test, {}).setdefault(figure, []).append(noise)
     return out
 
 
 def spreads(jobs: list[dict]) -> dict:
-    """Each test's pair spread (moderated over the tests, as the gate does) and the spread a pair's runs share."""
+    """Each test's pair spread (moderated over the tests, as the gate does), the part of it its runs' rounds
+    measured (``noise``: a variance per pair; jobs before the rounds were kept have none), and the spread a
+    pair's runs share."""
     diffs: dict[str, dict[str, list[float]]] = {}
+    noises: dict[str, dict[str, list[float]]] = {}
     shared: dict[str, list[float]] = {f: [] for f in FIGURES}
     for job in jobs:
         found = pair_differences(job["versus"])
         for test, per in found.items():
             for figure, values in per.items():
                 diffs.setdefault(test, {}).setdefault(figure, []).extend(values)
+        for test, per in pair_differences(job["versus"], "error").items():
+            for figure, values in per.items():
+                noises.setdefault(test, {}).setdefault(figure, []).extend(values)
         for figure in FIGURES:  # the pair's mean over its tests: what the whole run moved
             columns = [per[figure] for per in found.values() if figure in per]
             if columns:
                 width = min(len(c) for c in columns)
                 shared[figure] += [sum(c[i] for c in columns) / len(columns) for i in range(width)]
-    out: dict = {"tests": {}, "shared": {}}
+    out: dict = {"tests": {}, "shared": {}, "noise": {}}
     for figure in FIGURES:
-        prior = judge.pair_prior([per[figure] for per in diffs.values() if figure in per])
-        for test, per in diffs.items():
-            if figure in per:
-                comparison = judge.compare(per[figure], prior, figure, max_slowdown=0.1, alpha=5e-4, can_grow=False)
-                out["tests"].setdefault(test, {})[figure] = comparison.sigma
+        tests = [t for t, per in diffs.items() if figure in per]
+        noise = {t: stats_mean(noises.get(t, {}).get(figure)) for t in tests}
+        prior = judge.pair_prior([diffs[t][figure] for t in tests], [noise[t] for t in tests])
+        for test in tests:
+            comparison = judge.compare(diffs[test][figure], prior, figure, max_slowdown=0.1, alpha=5e-4,
+                                       can_grow=False, noise=noise[test])  # fmt: skip
+            out["tests"].setdefault(test, {})[figure] = comparison.sigma
+            if noise[test] is not None:
+                out["noise"].setdefault(test, {})[figure] = noise[test]
         # a pair's mean over T tests varies by the shared spread plus the tests' own over T
         own = [v[figure] ** 2 for v in out["tests"].values() if figure in v]
         values = shared[figure]
@@ -246,11 +263,17 @@ def spreads(jobs: list[dict]) -> dict:
     return out
 
 
+def stats_mean(values: list[float] | None) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 # ----------------------------------------------------------------------------- the simulation
 
 
 def simulate_job(model: dict, pairs: int, shifts: dict[str, dict[str, float]], rng: random.Random) -> tuple[set[str], int]:
-    """One job: (the tests whose latency gate failed, pair-runs measured); more pairs for the undecided."""
+    """One job: (the tests whose latency gate failed, pair-runs measured); more pairs for the undecided.
+    A run's rounds measure its own standard error as a run would: with ROUNDS rounds, a chi-square draw around
+    the test's measured rounds' variance (none where the model has none)."""
     tests = sorted(model["tests"])
     cap = pairs * MAX_PAIRS_FACTOR
     draws: dict[str, list[dict[str, float]]] = {t: [] for t in tests}
@@ -263,7 +286,11 @@ def simulate_job(model: dict, pairs: int, shifts: dict[str, dict[str, float]], r
             for t in which:
                 own = model["tests"][t]
                 shift = shifts.get(t, {})
-                draws[t].append({f: common[f] + rng.gauss(0.0, own.get(f, 0.02)) + shift.get(f, 0.0) for f in FIGURES})
+                draw = {f: common[f] + rng.gauss(0.0, own.get(f, 0.02)) + shift.get(f, 0.0) for f in FIGURES}
+                for f, noise in model.get("noise", {}).get(t, {}).items():  # each run's error, as its rounds tell it
+                    for arm in ("base", "head"):
+                        draw[f"{f}_{arm}_error"] = math.sqrt(noise / 2 * rng.gammavariate((ROUNDS - 1) / 2, 2) / (ROUNDS - 1))
+                draws[t].append(draw)
             runs += 2 * len(which)
 
     add(pairs, tests)
@@ -281,10 +308,15 @@ def simulate_job(model: dict, pairs: int, shifts: dict[str, dict[str, float]], r
 
 
 def _arms(test: str, draws: list[dict[str, float]]) -> decide.Arms:
-    base = [figures.RunFigures(test, test, "passed", ratio=1.0, median=1.0) for _ in draws]
-    head = [figures.RunFigures(test, test, "passed", ratio=math.exp(d["ratio"]), median=math.exp(d["median"]))
-            for d in draws]  # fmt: skip
-    return base, head
+    def run(d: dict[str, float], arm: str) -> figures.RunFigures:
+        head = arm == "head"
+        return figures.RunFigures(
+            test, test, "passed",
+            ratio=math.exp(d["ratio"]) if head else 1.0, median=math.exp(d["median"]) if head else 1.0,
+            ratio_error=d.get(f"ratio_{arm}_error"), median_error=d.get(f"median_{arm}_error"),
+        )  # fmt: skip
+
+    return [run(d, "base") for d in draws], [run(d, "head") for d in draws]
 
 
 def simulate(jobs_per: int, seed: int) -> dict:

@@ -7,6 +7,7 @@ quantiles). This module keeps only small conveniences and the shapes our decisio
 
 * ``median``/``quantile``/``iqr``/``mean``/``geometric_mean``/``stddev``: plain descriptive statistics
   (``statistics``; ``quantile`` is numpy's linear interpolation), raising ValueError on no values;
+  ``median_log_error``: how precisely a run's rounds fix its median (a robust standard error);
 * ``median_interval``/``precise_enough``: the order-statistic (binomial) interval of a median,
   used to stop timing rounds once a block's median is known well enough;
 * ``mann_whitney_greater``/``mann_whitney_two_sided``: scipy's U test (exact for small samples
@@ -58,6 +59,18 @@ def geometric_mean(values: Sequence[float]) -> float:
         raise ValueError("geometric mean of no values")
     log_ratios(values)  # ValueError for a value that is not positive, as the other log-scale helpers
     return statistics.geometric_mean(values)
+
+
+def median_log_error(values: Sequence[float]) -> float | None:
+    """The standard error of log(median) of positive values (a run's rounds): the normal's efficiency of
+    the median (sqrt(pi / 2)) times a robust spread of the logs (1.4826 MAD: one disturbed round can't
+    inflate it) over sqrt(n). None for fewer than three values: a spread needs some."""
+    if len(values) < 3:
+        return None
+    logs = log_ratios(values)
+    centre = statistics.median(logs)
+    mad = statistics.median([abs(x - centre) for x in logs])
+    return math.sqrt(math.pi / 2.0) * 1.4826 * mad / math.sqrt(len(logs))
 
 
 def stddev(values: Sequence[float]) -> float:

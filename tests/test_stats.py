@@ -154,3 +154,15 @@ def test_precise_enough():
     assert stats.precise_enough([1.0, 1.001, 0.999, 1.0, 1.002, 0.998, 1.0, 1.0], 0.005)
     assert not stats.precise_enough([1.0, 1.2, 0.8, 1.1, 0.9, 1.0, 1.3, 0.7], 0.005)
     assert not stats.precise_enough([1.0, 1.0], 0.5)
+
+
+def test_a_runs_median_error_is_robust_to_one_disturbed_round():
+    assert stats.median_log_error([1.0, 1.0]) is None  # too few rounds to say
+    assert stats.median_log_error([2.0] * 5) == 0.0
+    rounds = [math.exp(0.01 * k) for k in (-3, -2, -1, 0, 1, 2, 3, 0, 1)]
+    disturbed = [*rounds[:-1], 50.0]  # a neighbour took the cores for one round
+    assert stats.median_log_error(disturbed) < 3 * stats.median_log_error(rounds)  # the standard deviation: 70x
+    # 1.4826 MAD is the normal's sigma: the standard error of a median is sqrt(pi/2) sigma / sqrt(n)
+    draw = random.Random(3)
+    normal = [math.exp(draw.gauss(0, 0.1)) for _ in range(4000)]
+    assert stats.median_log_error(normal) == pytest.approx(math.sqrt(math.pi / 2) * 0.1 / math.sqrt(4000), rel=0.05)

@@ -4,6 +4,7 @@ of a run, the decision of a test, and the arms' command lines. The job end to en
 from __future__ import annotations
 
 import math
+import random
 import subprocess
 import sys
 import types
@@ -92,6 +93,41 @@ def test_the_pair_spread_is_moderated_over_the_tests_and_assumed_below_three():
     assert assumed.sigma == pytest.approx(judge.FALLBACK_PAIR_SPREAD["ratio"]) and "assumed" in assumed.spread_text()
 
 
+def test_a_test_whose_rounds_scatter_is_expected_to_scatter_in_its_pairs_and_two_agreeing_pairs_dont_fail_it():
+    # 40 tests whose pairs scatter about 5% and whose rounds fix each run's ratio to 1%; one (fp16 emulated on
+    # a CPU without it) whose rounds scatter 10%, whose pairs scatter accordingly; the job is an A/A job
+    draw = random.Random(1)
+    quiet = [[draw.gauss(0, 0.05), draw.gauss(0, 0.05)] for _ in range(40)]
+    noisy_pairs = [0.27, 0.22]  # two pairs that happen to agree: +31% and +25%
+    differences = [*quiet, noisy_pairs]
+    noises = [2 * 0.01**2] * 40 + [2 * 0.10**2]
+    prior = judge.pair_prior(differences, noises)
+    assert prior.expected(2 * 0.10**2) > 2 * prior.expected(2 * 0.01**2)
+    rule = {"max_slowdown": 0.10, "alpha": 5e-4, "can_grow": False}
+    judged = judge.compare(noisy_pairs, prior, "ratio", **rule, noise=noises[-1])
+    assert not judged.regression, judged.describe()
+    assert "expected" in judged.spread_text()
+    # held to the typical test's spread, as the rule was before its rounds counted, the same pairs failed it
+    assert judge.compare(noisy_pairs, judge.pair_prior(differences), "ratio", **rule).regression
+    # its rounds' scatter widens what it is held to, it does not blind it: +60% twice still fails
+    assert judge.compare([0.47, 0.47], prior, "ratio", **rule, noise=noises[-1]).regression
+
+
+def test_without_the_rounds_noise_the_prior_is_the_typical_pair_spread_as_before():
+    from pytest_diffaccel import stats
+
+    differences = [[0.01, -0.01], [0.02, 0.0], [0.0, 0.015], [0.005, -0.004], [0.03, -0.02]]
+    prior = judge.pair_prior(differences)
+    variance, dof = stats.variance_prior([float(sum((x - sum(d) / 2) ** 2 for x in d)) for d in differences], [1] * 5)
+    assert prior.sigma == pytest.approx(math.sqrt(variance)) and prior.dof == pytest.approx(dof)
+    assert prior.expected(None) == prior.sigma
+
+
+def test_a_pairs_rounds_noise_is_the_mean_of_its_two_runs_squared_errors():
+    assert judge.pair_noise([0.03, None, 0.01], [0.04, 0.02, 0.02]) == pytest.approx((0.0025 + 0.0005) / 2)
+    assert judge.pair_noise([None], [0.02]) is None
+
+
 # ----------------------------------------------------------------------------- the picture tolerance
 
 
@@ -141,6 +177,16 @@ def test_a_runs_estimate_is_its_clean_blocks_and_its_components_are_over_the_int
     assert "rest" not in run.components  # no time: nothing to compare
     fp32 = figures.from_payload(_payload(compare_mode="absolute", relative_kind="", blocks=[{"median": 0.2}]))
     assert fp32.figure == "median" and fp32.ratio is None and fp32.components["denoiser"] == pytest.approx(0.24)
+
+
+def test_a_runs_figures_carry_how_precisely_its_rounds_fixed_them():
+    ratios = [1.00, 1.02, 0.98, 1.01, 0.99, 1.03, 0.97]
+    quiet = figures.from_payload(_payload(relative_samples=ratios, samples=[0.3, 0.31, 0.29, 0.3]))
+    scattered = figures.from_payload(_payload(relative_samples=[r**8 for r in ratios], samples=[0.3, 0.31, 0.29, 0.3]))
+    assert 0 < quiet.error("ratio") < 0.02 and scattered.error("ratio") == pytest.approx(8 * quiet.error("ratio"))
+    assert quiet.error("median") is not None and quiet.error("compile_seconds") is None
+    fp32 = figures.from_payload(_payload(compare_mode="absolute", relative_kind="", relative_samples=ratios))
+    assert fp32.error("ratio") is None  # no ratio, no error of it
 
 
 def test_a_runs_picture_failures_and_bad_numbers():

@@ -24,7 +24,16 @@ from .. import breakdown
 from ..units import fmt_bytes
 from ..verdict import Gate, reported_only
 from .figures import RunFigures
-from .judge import Comparison, PairPrior, PictureChange, compare, component_changes, component_noise, log_differences
+from .judge import (
+    Comparison,
+    PairPrior,
+    PictureChange,
+    compare,
+    component_changes,
+    component_noise,
+    log_differences,
+    pair_noise,
+)
 
 LATENCY_FIGURES = {"ratio": "relative to the interleaved fp32", "median": "in seconds"}
 OTHER_FIGURES = {"compile_seconds": "compile time", "cold_start_seconds": "cold start"}
@@ -193,7 +202,16 @@ def _compared(
     if not diffs:
         return None
     prior = priors.get(figure, PairPrior(None, 0.0, 0))
-    comparison = compare(diffs, prior, figure, max_slowdown=max_slowdown, alpha=alpha, can_grow=can_grow, cap=cap)
+    comparison = compare(
+        diffs,
+        prior,
+        figure,
+        max_slowdown=max_slowdown,
+        alpha=alpha,
+        can_grow=can_grow,
+        cap=cap,
+        noise=rounds_noise(pairs, figure),
+    )
     decision.comparisons[figure] = comparison
     return comparison
 
@@ -250,6 +268,12 @@ def differences(pairs: Sequence[tuple[RunFigures, RunFigures]], figure: str) -> 
     return log_differences([b.value(figure) for b, _ in pairs], [h.value(figure) for _, h in pairs])
 
 
+def rounds_noise(pairs: Sequence[tuple[RunFigures, RunFigures]], figure: str) -> float | None:
+    """What the runs' own rounds left uncertain in a pair's log difference of ``figure`` (judge.pair_noise)."""
+    both = [(b, h) for b, h in pairs if b.value(figure) and h.value(figure)]
+    return pair_noise([b.error(figure) for b, _ in both], [h.error(figure) for _, h in both])
+
+
 def measured_pairs(arms: Arms) -> list[tuple[RunFigures, RunFigures]]:
     base, head = arms
     both = [(b, h) for b, h in zip(base, head, strict=True) if b is not None and h is not None]
@@ -260,7 +284,10 @@ def priors_of(tests: Mapping[str, Arms]) -> dict[str, PairPrior]:
     """The typical pair spread of each figure over the job's tests (judge.pair_prior)."""
     from .judge import pair_prior
 
+    measured = [measured_pairs(arms) for arms in tests.values()]
     return {
-        figure: pair_prior([differences(measured_pairs(arms), figure) for arms in tests.values()])
+        figure: pair_prior(
+            [differences(pairs, figure) for pairs in measured], [rounds_noise(pairs, figure) for pairs in measured]
+        )
         for figure in (*LATENCY_FIGURES, *OTHER_FIGURES)
     }

@@ -7,6 +7,11 @@ blocks (all its blocks when every one drifted), the ratio to the interleaved fp3
 seconds. The components of the call are put on the same footing as the figure: in relative mode a
 component's seconds over the interleaved fp32's call (the run's ratio times the component's share of
 the technique's call), so that head over base of a component compares like with like.
+
+Each figure also carries how precisely the run's own rounds fixed it (``ratio_error``, ``median_error``:
+the standard error of its log, ``stats.median_log_error``): a technique whose rounds scatter (fp16
+emulated on a CPU without it) gives pairs that scatter more, and the judge expects that of it
+(judge.pair_prior) instead of holding it to the typical test's spread.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class RunFigures:
     thumbnail: str | None = None  # base64 PNG of the first seed's pictures (thumbnails.py)
     thumbnail_count: int = 1  # the pictures side by side in it
     payload: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    ratio_error: float | None = None  # standard error of log(ratio) from the run's rounds
+    median_error: float | None = None  # standard error of log(median) from the run's rounds
 
     @property
     def measured(self) -> bool:
@@ -53,6 +60,11 @@ class RunFigures:
             "compile_seconds": self.compile_seconds,
             "cold_start_seconds": self.cold_start_seconds,
         }[figure]
+
+    def error(self, figure: str) -> float | None:
+        """The standard error of log(figure) from the run's own rounds; None for a one-off figure (compile
+        time, cold start) or too few rounds."""
+        return {"ratio": self.ratio_error, "median": self.median_error}.get(figure)
 
 
 def _positive(value: Any) -> float | None:
@@ -69,6 +81,7 @@ def from_payload(data: Mapping[str, Any]) -> RunFigures:
     medians = [m for m in (_positive(b.get("median")) for b in clean) if m is not None]
     ratios = [r for r in (_positive(b.get("ratio")) for b in clean) if r is not None]
     samples = [s for s in (_positive(v) for v in data.get("samples") or []) if s is not None]
+    relative = [s for s in (_positive(v) for v in data.get("relative_samples") or []) if s is not None]
     median = stats.geometric_mean(medians) if medians else (stats.median(samples) if samples else None)
     ratio = stats.geometric_mean(ratios) if ratios and data.get("relative_kind") else None
     figure = "ratio" if ratio is not None and data.get("compare_mode") == "relative" else "median"
@@ -97,6 +110,8 @@ def from_payload(data: Mapping[str, Any]) -> RunFigures:
         thumbnail=data.get("thumbnail") if isinstance(data.get("thumbnail"), str) else None,
         thumbnail_count=int(data["thumbnail_count"]) if _positive(data.get("thumbnail_count")) else 1,
         payload=data,
+        ratio_error=stats.median_log_error(relative) if ratio is not None else None,
+        median_error=stats.median_log_error(samples),
     )
 
 

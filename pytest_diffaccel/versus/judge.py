@@ -5,10 +5,18 @@ A test's figure (its ratio to the interleaved fp32, its median in seconds, its c
 gives one log difference per pair, head over base; the pairs are the independent draws of the
 machine's noise, the rounds inside a run are not. The rule is the history gate's, on pairs:
 
-- the pair spread of each test is moderated toward the typical pair spread of the job's tests
-  (empirical Bayes, ``stats.variance_prior``, the same fit the history gate uses), and judged with
-  Student's t on the degrees of freedom of the moderated spread; until three tests have a spread
-  of their own an assumed spread stands in, worth ``PRIOR_WEIGHT`` pairs;
+- the pair spread of each test is moderated toward the spread expected of it (empirical Bayes,
+  ``stats.variance_prior``, the same fit the history gate uses), and judged with Student's t on the
+  degrees of freedom of the moderated spread; until three tests have a spread of their own an
+  assumed spread stands in, worth ``PRIOR_WEIGHT`` pairs. The spread expected of a test is not one
+  typical figure for all: a pair's log difference holds what the two processes differ by (the
+  between-run variance, alike for the job's tests) plus what each run's own rounds left uncertain
+  (measured in the run: a technique whose rounds scatter, like fp16 emulated on a CPU without it, had
+  pairs twice as wide as the typical test's, and judged at the typical spread it raised most of a
+  simulated A/A job's false alarms). Two pairs cannot tell such a test's spread by themselves; its
+  rounds can. This is a random-effects model (the within-run variance known, DerSimonian-Laird's
+  moment estimate of the between-run one) with limma's moderation on top (its covariate-dependent
+  prior, as limma-trend's);
 - fail: the mean difference is beyond ``max-slowdown`` and significant (p < alpha);
 - faster: beyond ``max-slowdown`` the other way and significant;
 - not yet decided: beyond max-slowdown but not significant, or beyond half of it with the 95%
@@ -43,29 +51,65 @@ GROW_PRECISION = 1.5  # near max-slowdown buys pairs only if 1.5x max-slowdown i
 IDENTICAL_SSIM = 1e-6  # 1 - SSIM of identical pictures is 0 up to float rounding (below 1e-12 in skimage)
 PICTURE_WIDEN = 2.0  # the head may move twice as far as the base's own runs moved apart
 ONE_RUN_TOLERANCE = 0.002  # one base run: no evidence of its own; the history gate's tight tolerance
+BETWEEN_FLOOR = 0.1  # the between-run variance is at least this share of the tests' mean pair variance
 
 
 @dataclass(frozen=True)
 class PairPrior:
-    """The typical spread of a pair's log difference over the job's tests, and what it is worth."""
+    """The spread expected of a pair's log difference over the job's tests, and what it is worth.
 
-    sigma: float | None  # None: fewer than MIN_PRIOR_TESTS tests with a spread of their own
+    A test's expected variance is ``scale * (between + noise)``: ``between`` the variance two processes
+    add (alike for the tests), ``noise`` the test's own rounds' variance of the two runs' estimates
+    (judge.pair_noise), ``scale`` what the fit found the two together under- or overstate."""
+
+    sigma: float | None  # the typical test's expected spread; None: fewer than MIN_PRIOR_TESTS tests with a spread
     dof: float
     tests: int
+    between: float = 0.0  # the between-run variance (DerSimonian-Laird's moment estimate over the tests)
+    scale: float = 1.0
+    noise: float = 0.0  # the typical test's rounds' variance (stands in for a test whose runs did not measure it)
+
+    def expected(self, noise: float | None) -> float:
+        """The spread expected of a test whose two runs' rounds left ``noise`` (a variance) uncertain."""
+        if self.sigma is None:
+            raise ValueError("no prior fitted")
+        if noise is None:
+            return self.sigma
+        return math.sqrt(self.scale * (self.between + noise))
 
 
-def pair_prior(differences: Iterable[Sequence[float]]) -> PairPrior:
-    """Fit the typical pair spread over the tests that have two pairs or more."""
+def pair_prior(differences: Iterable[Sequence[float]], noises: Iterable[float | None] | None = None) -> PairPrior:
+    """Fit the expected pair spread over the tests that have two pairs or more; ``noises``: each test's
+    rounds' variance per pair (``pair_noise``; None where its runs did not measure one)."""
+    tests = list(differences)
+    given = list(noises) if noises is not None else [None] * len(tests)
     own = []
-    for diffs in differences:
+    for diffs, noise in zip(tests, given, strict=True):
         if len(diffs) >= 2:
             variance = statistics.variance(diffs)
             if variance > 0:
-                own.append((variance, len(diffs) - 1))
+                own.append((variance, len(diffs) - 1, noise))
     if len(own) < MIN_PRIOR_TESTS:
         return PairPrior(None, 0.0, len(own))
-    variance, dof = stats.variance_prior([v for v, _ in own], [d for _, d in own])
-    return PairPrior(math.sqrt(variance), dof, len(own))
+    known = [n for _, _, n in own if n is not None]
+    typical_noise = stats.mean(known) if known else 0.0
+    rows = [(v, d, typical_noise if n is None else n) for v, d, n in own]
+    total = sum(d for _, d, _ in rows)
+    spread = sum(d * v for v, d, _ in rows) / total
+    # what the pairs scatter by beyond their runs' own rounds; floored, so that a test whose rounds measured
+    # no scatter is never expected to have none
+    between = max(sum(d * (v - n) for v, d, n in rows) / total, BETWEEN_FLOOR * spread)
+    scale, dof = stats.variance_prior([v / (between + n) for v, _, n in rows], [d for _, d, _ in rows])
+    return PairPrior(
+        math.sqrt(scale * (between + typical_noise)), dof, len(own), between=between, scale=scale, noise=typical_noise
+    )
+
+
+def pair_noise(base: Sequence[float | None], head: Sequence[float | None]) -> float | None:
+    """A test's rounds' variance per pair: the mean over its pairs of the two runs' squared standard errors
+    (``RunFigures.error``); None when no pair's runs both measured one."""
+    each = [b * b + h * h for b, h in zip(base, head, strict=True) if b is not None and h is not None]
+    return stats.mean(each) if each else None
 
 
 @dataclass(frozen=True)
@@ -88,6 +132,7 @@ class Comparison:
     improvement: bool = False
     undecided: bool = False  # beyond max-slowdown, not significant, though the cap's pairs could have decided it
     reason: str = ""
+    expected: float = 0.0  # the spread expected of this test (its rounds' scatter included) before its own pairs
 
     @property
     def slower(self) -> bool:
@@ -109,8 +154,8 @@ class Comparison:
     def spread_text(self) -> str:
         if self.prior_tests:
             return (
-                f"pair spread {self.sigma:.1%} (moderated over {self.prior_tests} tests; "
-                f"Student's t, {self.dof:.0f} dof)"
+                f"pair spread {self.sigma:.1%} (expected {self.expected:.1%} from its rounds and the job's "
+                f"{self.prior_tests} tests; Student's t, {self.dof:.0f} dof)"
             )
         return f"pair spread assumed {self.sigma:.1%} (fewer than {MIN_PRIOR_TESTS} tests with 2 pairs)"
 
@@ -124,8 +169,10 @@ def compare(
     alpha: float,
     can_grow: bool,
     cap: int | None = None,
+    noise: float | None = None,
 ) -> Comparison:
-    """Judge one test's log differences (head over base, one per pair); ``cap``: the pairs it may grow to.
+    """Judge one test's log differences (head over base, one per pair); ``cap``: the pairs it may grow to;
+    ``noise``: its rounds' variance per pair (``pair_noise``), which sets the spread expected of it.
 
     More pairs are asked for where they could decide: every estimate beyond max-slowdown that is not yet
     significant, and one near max-slowdown (beyond half of it, the interval past it) on a figure whose
@@ -138,9 +185,9 @@ def compare(
     own_dof = n - 1
     own = statistics.variance(differences) if n >= 2 else 0.0
     if prior.sigma is not None:
-        typical, weight = prior.sigma, prior.dof
+        typical, weight = prior.expected(noise), prior.dof
     else:
-        typical, weight = FALLBACK_PAIR_SPREAD.get(figure, 0.07), PRIOR_WEIGHT
+        typical, weight = max(FALLBACK_PAIR_SPREAD.get(figure, 0.07), math.sqrt(noise or 0.0)), PRIOR_WEIGHT
     sigma = math.sqrt((weight * typical**2 + own_dof * own) / (weight + own_dof))
     dof = weight + own_dof
     se = sigma / math.sqrt(n)
@@ -193,6 +240,7 @@ def compare(
         sigma=sigma,
         dof=dof,
         prior_tests=prior.tests if prior.sigma is not None else 0,
+        expected=typical,
         max_slowdown=max_slowdown,
         alpha=alpha,
         regression=regression,
