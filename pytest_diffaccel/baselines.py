@@ -175,6 +175,7 @@ class StoredHistory:
     machine: str
     environment: dict[str, Any] | None  # None: recorded before environment fingerprints
     entries: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # what a reader should know of it (runs saved out of clock order)
 
 
 @dataclass

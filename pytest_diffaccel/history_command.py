@@ -180,7 +180,7 @@ def heading(stored: Any) -> list[str]:
         where = "environment unknown (recorded before environment fingerprints: kept, never judged against)"
     else:
         where = f"environment {environment.get('hash', '?')}: {describe_hardware(environment.get('hardware') or {})}"
-    return [f"{stored.label}", f"  machine {stored.machine}, {where}"]
+    return [f"{stored.label}", f"  machine {stored.machine}, {where}", *(f"  note: {n}" for n in stored.notes)]
 
 
 def view_of_row(row: Row, max_slowdown: float, name: str) -> SeriesView:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,21 @@ def read_shard(path: Path) -> dict[str, Any]:
     return dict(data)
 
 
+def _culprit(reports: list[tuple[str, dict[str, Any]]], render: Callable[[Any], Any], error: Exception) -> MergeError:
+    """The shard whose field ``render`` can't take, found by rendering each shard alone."""
+    from .report.merged import merged_run
+
+    for name, report in reports:
+        try:
+            render(merged_run(merge([(name, report)])))
+        except SHAPE_ERRORS as alone:
+            return MergeError(
+                f"{name}: a field of the report has an unexpected shape ({type(alone).__name__}: {alone}); "
+                "rerun that shard"
+            )
+    return MergeError(f"the shards can't be merged ({type(error).__name__}: {error})")
+
+
 def _rendered(reports: list[tuple[str, dict[str, Any]]], merged: dict[str, Any]) -> Any:
     """The merged run (report/merged.py); a field of an unexpected shape is a MergeError naming the shard it
     came from, found by reading each shard alone."""
@@ -104,37 +120,67 @@ def _rendered(reports: list[tuple[str, dict[str, Any]]], merged: dict[str, Any])
         run_ = merged_run(merged)
         return run_, terminal_lines(run_)
     except SHAPE_ERRORS as error:
-        for name, report in reports:
-            try:
-                terminal_lines(merged_run(merge([(name, report)])))
-            except SHAPE_ERRORS as alone:
-                raise MergeError(
-                    f"{name}: a field of the report has an unexpected shape ({type(alone).__name__}: {alone}); "
-                    "rerun that shard"
-                ) from None
-        raise MergeError(f"the shards can't be merged ({type(error).__name__}: {error})") from None
+        raise _culprit(reports, terminal_lines, error) from None
+
+
+def _pages(args: argparse.Namespace, reports: list[tuple[str, dict[str, Any]]], merged: dict, run_: Any) -> list:
+    """(path, text) of every report asked for, all rendered before any is written: a shard that breaks the
+    Markdown or the HTML page is named, and nothing is left half written."""
+    from .report.merged import render_html, render_markdown
+
+    asked: list[tuple[Path | None, Callable[[Any], str]]] = [
+        (args.output, lambda _: json.dumps(merged, indent=2) + "\n"),
+        (args.markdown, render_markdown),
+        (args.html, render_html),
+    ]
+    pages = []
+    for path, render in asked:
+        if path is None:
+            continue
+        try:
+            pages.append((path, render(run_)))
+        except SHAPE_ERRORS as error:
+            raise _culprit(reports, render, error) from None
+    return pages
+
+
+def _html_modules_missing(args: argparse.Namespace) -> None:
+    if args.html is None:
+        return
+    import importlib.util
+
+    missing = [name for name in ("jinja2", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MergeError(
+            f"--html {args.html}: the HTML report needs {' and '.join(missing)}, which the plugin's base install "
+            "does not bring: pip install 'pytest-diffaccel[html]' (nothing was written)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
+    from .atomic import write_atomic
+    from .report.merged import failed
+
     try:
+        _html_modules_missing(args)
         loaded = [(str(path), read_shard(path)) for path in args.reports]
         merged = merge(loaded, prefer_last=args.prefer_last)
         run_, lines = _rendered(loaded, merged)
+        pages = _pages(args, loaded, merged, run_)
     except MergeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from .atomic import write_atomic
-    from .report.merged import failed, render_html, render_markdown
-
     print("\n".join(lines))
-    for path, text in (
-        (args.output, lambda: json.dumps(merged, indent=2) + "\n"),
-        (args.markdown, lambda: render_markdown(run_)),
-        (args.html, lambda: render_html(run_)),
-    ):
-        if path is not None:
-            write_atomic(path, text())
-            print(f"report: {path}")
+    for path, text in pages:
+        try:
+            write_atomic(path, text)
+        except OSError as error:
+            print(
+                f"error: {path}: can't be written ({error.strerror or error}); the reports before it were written",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"report: {path}")
     return 1 if failed(run_.results) else 0
 
 

@@ -200,12 +200,7 @@ class RemoteStore:
             others.append(Stored(path=self.url(self._path(key, digest)), environment=stored, tests=len(entries)))
         entries, stored = self._history(key, environment["hash"])
         path = self.url(self._path(key, environment["hash"]))
-        skewed = self._skewed.get((key, environment["hash"]), 0)
-        if skewed:
-            notes.append(
-                f"{path}: {skewed} saved run(s) carry a time stamp out of the order they were saved in (a runner's "
-                "clock was skewed); the history is folded in the order of the saves, not by time stamp"
-            )
+        notes += self._skew_notes(key, environment["hash"], path)
         self._prefetch(baselines.named_files(entries))
         return Located(
             path=path, entries=entries, environment=dict(environment), others=others, matched=bool(entries), notes=notes
@@ -241,8 +236,19 @@ class RemoteStore:
                 continue
             for digest in self._environments(key):
                 entries, environment = self._history(key, digest)
-                found.append(StoredHistory(self.url(self._path(key, digest)), key, environment, entries))
+                url = self.url(self._path(key, digest))
+                found.append(StoredHistory(url, key, environment, entries, self._skew_notes(key, digest, url)))
         return found
+
+    def _skew_notes(self, key: str, digest: str, where: str) -> list[str]:
+        """What the last read of this history found out of clock order, said (a pytest run and diffaccel history)."""
+        skewed = self._skewed.get((key, digest), 0)
+        if not skewed:
+            return []
+        return [
+            f"{where}: {skewed} saved run(s) carry a time stamp out of the order they were saved in (a runner's "
+            "clock was skewed); the history is folded in the order of the saves, not by time stamp"
+        ]
 
     # ----------------------------------------------------------------------------- writing
 

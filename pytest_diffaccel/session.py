@@ -229,13 +229,22 @@ class DiffaccelSession:
             "warmup": settings.warmup,
         }
 
-    def call_for(self, settings: Settings) -> Call:
+    def call_for(self, settings: Settings, resolve: bool = True) -> Call:
+        """The generation call of ``settings``; steps and size left to the pipeline are resolved to its defaults
+        (ModelSource.call_defaults, loading the model if it is not yet), so that the key of a history says
+        what was run. ``resolve=False``: as given (a report of a session that loaded nothing)."""
         info = self.info
         prompts = settings.prompt or tuple(info.prompts) or ("a photo of an astronaut riding a horse on mars",)
+        steps = settings.steps if settings.steps is not None else info.steps
+        size = settings.size if settings.size is not None else info.size
+        if resolve and (steps is None or size is None) and info.kind in ("folder", "hub"):
+            default_steps, default_size = self.source().call_defaults()
+            steps = steps if steps is not None else default_steps
+            size = size if size is not None else default_size
         return Call(
             prompts=tuple(prompts),
-            steps=settings.steps if settings.steps is not None else info.steps,
-            size=settings.size if settings.size is not None else info.size,
+            steps=steps,
+            size=size,
             seed=settings.seed,
             batch=settings.batch,
             guidance=settings.guidance if settings.guidance is not None else info.guidance,

@@ -57,3 +57,56 @@ def test_an_argument_with_no_stable_description_is_an_error_naming_it():
 
     with pytest.raises(callkey.UnstableArgument, match=r"argument 'helper' of diffaccel_benchmark \(.*Opaque\)"):
         Call(prompts=("a",)).with_extra({"helper": Opaque()})
+
+
+def test_steps_and_size_left_to_the_pipeline_are_its_defaults_in_the_key():
+    """A local diffusers folder has no steps or size of the plugin's own: the key holds what the pipeline runs
+    (the default of its __call__ and its sample size times the VAE's scale), not None, which a diffusers release
+    that changed a default would have left the same (#30 item 7)."""
+    import inspect
+
+    import diffusers
+
+    from pytest_diffaccel.config import Settings
+    from pytest_diffaccel.models import PRESETS, model_info
+    from pytest_diffaccel.session import DiffaccelSession
+    from pytest_diffaccel.techniques import builtin_registry
+
+    folder = str(PRESETS["tiny-sd"].path)
+    assert (model_info(folder).steps, model_info(folder).size) == (None, None)
+    settings = Settings(model=folder, prompt=("a red circle on a white background",))
+    session = DiffaccelSession(settings, builtin_registry())
+    call = session.call_for(settings)
+    default = inspect.signature(diffusers.StableDiffusionPipeline.__call__).parameters["num_inference_steps"].default
+    pipe = session.source().base()
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    assert call.steps == default == 50
+    assert call.size == (side, side) == PRESETS["tiny-sd"].size  # the 64x64 the preset was trained at
+    assert call.describe()["steps"] == 50 and None not in call.describe()["size"]
+    # what the user sets stays theirs; a report of a session that loaded nothing leaves them as given
+    assert session.call_for(Settings(model=folder, steps=3)).steps == 3
+    assert DiffaccelSession(settings, builtin_registry()).call_for(settings, resolve=False).steps is None
+
+
+CALLBACK_TEST = """
+def on_step_end(pipe, step, timestep, kwargs):
+    return kwargs
+
+
+def test_with_a_callback(diffaccel_pipeline, diffaccel_benchmark):
+    diffaccel_benchmark(diffaccel_pipeline, callback_on_step_end=on_step_end)
+"""
+
+
+def test_a_test_calling_with_a_callback_is_judged_against_its_history_in_the_next_process(pytester, tmp_path, untimed):
+    """Each run a process of its own, as CI's are: the callback's address differs between them, its name does
+    not (the key by repr said 'baseline recorded for another call' on every run after the first)."""
+    from conftest import FAST
+
+    pytester.makepyfile(test_callback=CALLBACK_TEST)
+    args = (*FAST, "--diffaccel-techniques=fp32", f"--diffaccel-baselines={tmp_path / 'b'}", untimed)
+    pytester.runpytest_subprocess(*args, "--diffaccel-save=all").assert_outcomes(passed=1)
+    second = pytester.runpytest_subprocess(*args)
+    second.assert_outcomes(passed=1)
+    assert "another call" not in second.stdout.str()
+    second.stdout.fnmatch_lines(["fp32 * 1 run, catches *pass", "latency: 1 tests judged against their run history*"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -360,10 +361,37 @@ def test_merge_names_a_malformed_shard_in_one_line(tmp_path, capsys, content):
     assert err.startswith(f"error: {bad}")
 
 
+def _good_shard(tmp_path: Path) -> Path:
+    gate = {"gate": "fidelity", "passed": True, "judged": True, "message": "SSIM 0.99"}
+    bench = {"fullname": "t::a", "name": "a", "stats": {"median": 0.1},
+             "extra_info": {"technique": "a", "verdict": "pass", "gates": [gate]}}  # fmt: skip
+    path = tmp_path / "shard-1.json"
+    path.write_text(json.dumps({"machine_info": {}, "commit_info": {}, "benchmarks": [bench]}))
+    return path
+
+
+def test_merge_names_a_report_it_cant_write_and_checks_the_html_extra_before_writing_anything(
+    tmp_path, capsys, monkeypatch
+):
+    shard = _good_shard(tmp_path)
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    assert main(["merge", str(shard), "-o", str(tmp_path / "all.json"), "--markdown", str(folder)]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert err.startswith(f"error: {folder}: can't be written (") and "the reports before it were written" in err
+    # the HTML report without its extra: said before anything is read or written, with the install command
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    out = tmp_path / "again.json"
+    assert main(["merge", str(shard), "-o", str(out), "--html", str(tmp_path / "all.html")]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "needs jinja2" in err and "pip install 'pytest-diffaccel[html]'" in err
+    assert not out.exists() and not (tmp_path / "all.html").exists()
+
+
 # ----------------------------------------------------------------------------- 8: clock skew
 
 
-def test_a_runner_whose_clock_runs_fast_does_not_reorder_the_history(tmp_path, monkeypatch):
+def test_a_runner_whose_clock_runs_fast_does_not_reorder_the_history(tmp_path, monkeypatch, capsys):
     """An old-code run saved by a runner whose clock ran an hour fast, then an accepted speed-up saved by
     a runner that had read it: the old run stays in the old level, and the report says the stamps disagree."""
     from pytest_diffaccel import remote
@@ -388,6 +416,10 @@ def test_a_runner_whose_clock_runs_fast_does_not_reorder_the_history(tmp_path, m
     runs = located.entries[TEST]["runs"]
     assert [(r["ratio"], r["level"]) for r in runs] == [(1.0, 0), (1.01, 0), (0.99, 0), (0.5, 1)]
     assert any("out of the order they were saved in" in note for note in located.notes)
+    # and the command a person reads the history with says so too
+    assert main(["history", url]) == 0
+    shown = capsys.readouterr().out
+    assert "note: " in shown and "1 saved run(s) carry a time stamp out of the order they were saved in" in shown
 
 
 # ----------------------------------------------------------------------------- 6: a save that fails loses no report

@@ -82,6 +82,10 @@ class ModelSource:
             self._weights = weights_identity(self.info, self.allow_pickle) or ""
         return self._weights or None
 
+    def call_defaults(self) -> tuple[int | None, tuple[int, int] | None]:
+        """The steps and the size the pipeline uses when the call leaves them out (``call_defaults``)."""
+        return call_defaults(self.base())
+
     def family(self) -> str:
         if self.info.family:
             return self.info.family
@@ -174,3 +178,30 @@ def check_loaded_as_saved(pipe: Any, folder: Path, name: str) -> None:
                 f"tensors differ, e.g. {wrong[0]!r}) with {library_versions()}; the library did not "
                 "recognise the bundled file's layout: install the versions in pyproject.toml, or report it"
             )
+
+
+def call_defaults(pipe: Any) -> tuple[int | None, tuple[int, int] | None]:
+    """(steps, (height, width)) a diffusers pipeline uses when a call leaves them out, None where it can't be
+    told: the default of ``num_inference_steps`` in its ``__call__``, and its default sample size times the
+    VAE's scale factor (``default_sample_size``, or the denoiser config's ``sample_size``), as the pipelines
+    compute them. A history key holds these, so that a diffusers release that changes a default is another call,
+    not the same call measured differently."""
+    import inspect
+
+    steps = None
+    try:
+        parameter = inspect.signature(type(pipe).__call__).parameters.get("num_inference_steps")
+    except (TypeError, ValueError):
+        parameter = None
+    if parameter is not None and isinstance(parameter.default, int) and not isinstance(parameter.default, bool):
+        steps = parameter.default
+    sample = getattr(pipe, "default_sample_size", None)
+    if sample is None:
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample = getattr(getattr(denoiser, "config", None), "sample_size", None)
+    height, width = (sample[0], sample[-1]) if isinstance(sample, (list, tuple)) and sample else (sample, sample)
+    scale = getattr(pipe, "vae_scale_factor", None)
+    size = None
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (height, width, scale)):
+        size = (height * scale, width * scale)
+    return steps, size

@@ -127,7 +127,7 @@ def _speedup_chart(results: list[Any]) -> str | None:
 
 def _header(state: Any) -> list[tuple[str, str]]:
     versions = state.versions()
-    call = state.call_for(state.settings)
+    call = state.call_for(state.settings, resolve=False)
     rows = [
         ("machine", f"{state.machine} ({platform.node()}, {platform.system()} {platform.release()})"),
         ("device", state.gpu_name() or f"CPU: {cpu_model()}"),
