@@ -173,7 +173,10 @@ class Benchmark:
         from .fingerprint import software_changes
 
         changes = tuple(software_changes(stored.get("versions"), state.versions()))
-        return fidelity.Regression(ssim_then, ssim_now, moved, fidelity.tolerance(drift, same), changes, unread)
+        identical = fidelity.identical_pictures((entry or {}).get("runs") or [], name, state.versions())
+        return fidelity.Regression(
+            ssim_then, ssim_now, moved, fidelity.tolerance(drift, same, identical), changes, unread
+        )
 
     def _latency(
         self,

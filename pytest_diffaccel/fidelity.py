@@ -8,7 +8,7 @@ because one ruined image is a ruined result. No torch here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +120,7 @@ def ssim_maps(images: Any, reference: Any) -> list[np.ndarray]:
 TIGHT_TOLERANCE = 0.002  # same versions, same device: the CPU is deterministic, the gate can be tight
 REFERENCE_DRIFT_FACTOR = 3.0  # a technique may move 3x as far as the fp32 reference itself moved
 ASSUMED_TOLERANCE = 0.02  # another stack and no stored reference to measure its drift by
+IDENTICAL_TOLERANCE = 1e-6  # 1 - SSIM of identical pictures is 0 up to float rounding (as versus.judge's)
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,15 @@ class Tolerance:
     basis: str
 
 
-def tolerance(reference_drift: float | None, same_stack: bool) -> Tolerance:
+def tolerance(reference_drift: float | None, same_stack: bool, identical_runs: int = 0) -> Tolerance:
     """How far a technique's fidelity may move from its baseline: measured, not guessed. The fp32
     reference's own drift between then and now (1 - SSIM of its images) is what the versions and the
-    device changed; with none, the gate is tight."""
+    device changed; with none, the gate is tight. ``identical_runs``: the runs of the history on this
+    stack that all gave the very picture stored (``identical_pictures``): two or more leave no room at
+    all (a deterministic CPU stack), where 0.002 let a move to SSIM 0.9985 pass."""
+    if same_stack and identical_runs >= 2 and (reference_drift is None or reference_drift <= IDENTICAL_TOLERANCE):
+        basis = f"the history's {identical_runs} runs on this stack gave identical pictures"
+        return Tolerance(IDENTICAL_TOLERANCE, basis)
     if reference_drift is not None:
         scaled = REFERENCE_DRIFT_FACTOR * reference_drift
         if scaled > TIGHT_TOLERANCE:
@@ -187,3 +193,17 @@ def common_worst(then: Sequence[float], now: Sequence[float]) -> tuple[float | N
     if count == 0:
         return None, None
     return min(then[:count]), min(now[:count])
+
+
+def identical_pictures(runs: Sequence[Mapping[str, Any]], stored: str, versions: Mapping[str, Any]) -> int:
+    """How many runs of the history's newest level, recorded on these versions, gave the stored picture
+    itself (their ``picture`` names it); 0 when any such run gave another picture (the stack's pictures vary
+    from run to run, as some GPU kernels' do: the measured tolerances apply)."""
+    if not runs or not stored:
+        return 0
+    level = max(int(r.get("level", 0)) for r in runs)
+    pictures = [r.get("picture") for r in runs if int(r.get("level", 0)) == level and r.get("versions") == versions]
+    named = [p for p in pictures if p]
+    if any(p != stored for p in named):
+        return 0
+    return len(named)

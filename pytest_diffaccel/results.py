@@ -160,6 +160,10 @@ class Result:
             record["ratio"] = round(stats.geometric_mean(ratios), 6)
         if self.components:  # per run, as the ratios are: a later run's breakdown is judged against them
             record["components"] = {k: round(v, 6) for k, v in self.components.items()}
+        if self.thumbnail:  # its picture's name (a content hash): runs that gave the same picture name the same
+            from .thumbnails import name_of
+
+            record["picture"] = name_of(_decoded(self.thumbnail))
         return record
 
     def baseline_fields(self, versions: dict[str, str | None]) -> dict[str, Any]:

@@ -184,6 +184,11 @@ def record(data: Any, what: str) -> Mapping[str, Any]:
         raise Invalid(f"{what}: 'level' is {_short(level)}, not a count from 0")
     for figure in FIGURES:
         _optional_positive(found, figure, what)
+    if found.get("picture") is not None:  # the run's thumbnail name: a content hash, compared, never opened
+        try:
+            thumbnail(found["picture"])
+        except Invalid as error:
+            raise Invalid(f"{what}: 'picture': {error}") from None
     return found
 
 

@@ -18,14 +18,17 @@ import os
 def pytest_diffaccel_register_techniques(register):
     @register("nudged", min_ssim=0.90)
     def nudged(pipe):
-        # DIFFACCEL_TEST_NUDGE: the scheduler's sigmas scaled by 1.05, a setting nudged by an upgrade
-        if os.environ.get("DIFFACCEL_TEST_NUDGE") == "1":
+        # DIFFACCEL_TEST_NUDGE: the scheduler's sigmas scaled by 1.05 ("1") or by the factor given, a setting
+        # nudged by an upgrade
+        nudge = os.environ.get("DIFFACCEL_TEST_NUDGE")
+        if nudge:
+            factor = 1.05 if nudge == "1" else float(nudge)
             scheduler = pipe.scheduler
             set_timesteps = scheduler.set_timesteps
 
             def nudged_timesteps(*args, **kwargs):
                 set_timesteps(*args, **kwargs)
-                scheduler.sigmas = scheduler.sigmas * 1.05
+                scheduler.sigmas = scheduler.sigmas * factor
 
             scheduler.set_timesteps = nudged_timesteps
         return pipe
@@ -66,6 +69,30 @@ def test_a_nudged_exact_technique_fails_against_its_baseline_and_the_unchanged_r
         ]
     )
     assert "fidelity gate failed" not in nudged.stdout.str()  # the absolute floor (0.90) alone would pass it
+
+
+SLIGHT = "1.002"  # a nudge whose picture stays within the tight 0.002 of SSIM of the stored one
+
+
+def test_runs_that_gave_the_identical_picture_catch_a_move_the_tight_tolerance_let_pass(
+    project, run_inner, recorded, untimed, monkeypatch
+):
+    """#29 item 5, the history's half: a second recorded run gives the very picture of the first, so the
+    history's pictures are identical on this stack and a slight move fails (it passed at 0.002)."""
+    import re
+
+    folder = recorded("--diffaccel-techniques", "fp32,nudged", untimed, SEEDS)
+    args = ("--diffaccel-techniques", "nudged", f"--diffaccel-baselines={folder}", untimed, SEEDS)
+    run_inner(*args, "--diffaccel-save=all").assert_outcomes(passed=1)
+    monkeypatch.setenv("DIFFACCEL_TEST_NUDGE", SLIGHT)
+    moved = run_inner(*args)
+    moved.assert_outcomes(failed=1)
+    moved.stdout.fnmatch_lines(
+        ["*fidelity regression gate failed: *image vs its baseline image SSIM 0.99*(tolerance 1e-06: the history's "
+         "2 runs on this stack gave identical pictures)*"]
+    )  # fmt: skip
+    ssim = float(re.search(r"image vs its baseline image SSIM (\d\.\d+)", moved.stdout.str()).group(1))
+    assert 1.0 - ssim < fidelity.TIGHT_TOLERANCE  # what the tight tolerance alone let pass
 
 
 def test_a_failed_fidelity_regression_is_not_saved(project, run_inner, recorded, untimed, monkeypatch):
@@ -120,6 +147,26 @@ def test_tolerance_is_measured_from_the_references_drift():
     assert moved.value == pytest.approx(0.03) and "3x the fp32 reference's own drift 0.0100" in moved.basis
     assumed = fidelity.tolerance(None, same_stack=False)
     assert assumed.value == fidelity.ASSUMED_TOLERANCE and "assumed" in assumed.basis
+
+
+def test_a_history_whose_runs_gave_the_stored_picture_itself_leaves_no_room():
+    """#29 item 5: on a deterministic stack every recorded run gives the identical picture, and the 0.002 of
+    SSIM the gate allowed let a real change (SSIM 0.9985) pass; two runs of evidence allow only float rounding."""
+    stack, other = {"torch": "2.13.0"}, {"torch": "2.12.0"}
+    stored, another = "0123456789abcdef.png", "fedcba9876543210.png"
+    runs = [{"level": 0, "versions": stack, "picture": stored} for _ in range(3)]
+    assert fidelity.identical_pictures(runs, stored, stack) == 3
+    exact = fidelity.tolerance(0.0, same_stack=True, identical_runs=3)
+    assert exact.value == fidelity.IDENTICAL_TOLERANCE and "3 runs on this stack gave identical pictures" in exact.basis
+    assert fidelity.Regression(1.0, 1.0, 0.9985, exact).failed
+    assert not fidelity.Regression(1.0, 1.0, 0.9985, fidelity.tolerance(0.0, same_stack=True)).failed  # as before
+    # runs whose pictures varied, runs of another stack, an older level, one run alone: the measured tolerances
+    assert fidelity.identical_pictures([*runs, {"level": 0, "versions": stack, "picture": another}], stored, stack) == 0
+    assert fidelity.identical_pictures([{**r, "versions": other} for r in runs], stored, stack) == 0
+    assert fidelity.identical_pictures([*runs, {"level": 1, "versions": stack, "picture": stored}], stored, stack) == 1
+    assert fidelity.identical_pictures([{"level": 0, "versions": stack}], stored, stack) == 0  # recorded before
+    assert fidelity.tolerance(0.0, same_stack=True, identical_runs=1).value == fidelity.TIGHT_TOLERANCE
+    assert fidelity.tolerance(0.01, same_stack=False, identical_runs=3).value == pytest.approx(0.03)
 
 
 def test_regression_names_what_moved():
