@@ -502,3 +502,26 @@ def test_a_search_space_naming_nothing_known_is_a_usage_error(user_suite, run_in
     result = run_inner("--diffaccel-search", "--diffaccel-search-space=no-such-family")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--diffaccel-search-space: *no-such-family*"])
+
+
+def test_a_front_candidate_measured_only_at_a_shorter_stage_says_so():
+    """A recorded search chose a recipe at 143.1 ms ('full') and listed on its front a candidate at 139.5 ms
+    that was only measured at a rung: the front now says which stage each figure is from."""
+    from pytest_diffaccel.search.result import CandidateMeasurement, SearchResult, Trial
+
+    def trial(spec: str, stage: str, rounds: int, ratio: float) -> Trial:
+        m = CandidateMeasurement(spec, rounds, (0,), latency=0.14 * ratio, ratios=[ratio] * rounds, ssim=1.0,
+                                 paired=True, speedup=1 / ratio)  # fmt: skip
+        return Trial(spec, tuple(spec.split("+")), stage, m)
+
+    chosen = trial("sdpa-flash+compile", "full", 8, 0.67)
+    early = trial("fuse-qkv+compile", "rung 1", 4, 0.66)
+    result = SearchResult(
+        budget_seconds=60.0, elapsed_seconds=30.0, trials=[early, chosen], pruned={}, failures={}, log=[],
+        chosen=chosen.spec, decided_on="full", stop_reason="search complete",
+    )  # fmt: skip
+    text = "\n".join(result.lines())
+    assert "fuse-qkv+compile: " in text
+    line = next(x for x in text.splitlines() if x.strip().startswith("fuse-qkv+compile:"))
+    assert line.endswith("(rung 1, 4 rounds: not measured at the full stage the recipe was chosen on)"), line
+    assert "sdpa-flash+compile\n    " in text and "(full, 8 rounds)" in text

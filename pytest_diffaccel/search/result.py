@@ -281,6 +281,18 @@ class SearchResult:
             "log": list(self.log),
         }
 
+    def _measured(self, trial: Trial) -> str:
+        """A trial's figures, and its stage where the choice was decided on another: a candidate the search
+        dropped before the full measurement shows its shorter stage's figures, which the choice did not compare
+        (a recorded search listed such a candidate at 139.5 ms on the front below a recipe chosen at 143.1 ms)."""
+        text = trial.measurement.describe()
+        if self.decided_on is None or trial.stage == self.decided_on:
+            return text
+        return (
+            f"{text} ({trial.stage}, {trial.measurement.rounds} rounds: not measured at the {self.decided_on} stage "
+            "the recipe was chosen on)"
+        )
+
     def lines(self) -> list[str]:
         """The terminal summary: the recipe, the front, what was pruned and what failed."""
         out = [
@@ -296,9 +308,9 @@ class SearchResult:
             out.append(f"    use it: --diffaccel-techniques {self.chosen}")
             single = self.best_single()
             if single is not None and single.spec != self.chosen:
-                out.append(f"  best single technique: {single.spec}: {single.measurement.describe()}")
+                out.append(f"  best single technique: {single.spec}: {self._measured(single)}")
         out.append("  front (latency vs SSIM, passing candidates):")
-        out += [f"    {t.spec}: {t.measurement.describe()}" for t in self.front()]
+        out += [f"    {t.spec}: {self._measured(t)}" for t in self.front()]
         if self.pruned:
             out.append("  pruned:")
             out += [f"    {option}: {why}" for option, why in self.pruned.items()]
