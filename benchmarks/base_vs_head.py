@@ -50,7 +50,10 @@ LIMITS = decide.Limits(
 FIGURES = ("ratio", "median")
 PAIRS = (1, 2, 3, 4)
 TARGETS = {"aa": 0.01, "15%": 0.95, "25%": 0.99, "5%": 0.05}
-ROUNDS = 9  # a run's timed rounds on this CPU's example matrix (8-11 for the slow techniques)
+ROUNDS = 9  # a run's timed rounds on this CPU's example matrix (8-12 for the techniques)
+# how much a run's own standard error (1.4826 MAD of its rounds) knows of its variance: the MAD's efficiency
+# against the standard deviation's, 37% for normal rounds, of the rounds' degrees of freedom
+ERROR_DOF = 0.37 * (ROUNDS - 1)
 
 
 # ----------------------------------------------------------------------------- real jobs
@@ -263,6 +266,72 @@ def spreads(jobs: list[dict]) -> dict:
     return out
 
 
+def pooled_prior(jobs: list[dict]) -> dict[str, dict[str, float]]:
+    """What the A/A jobs' pairs, pooled per test, say of how alike the tests are: the prior's degrees of freedom
+    (stats.variance_prior, uncapped) on each figure's pair variances about zero (an A/A pair's expected log
+    difference), each test's rounds' noise taken out as the gate does. A job's own starting pairs (one degree
+    of freedom each) can't tell; judge.MAX_PAIR_PRIOR_DOF is set from this."""
+    from pytest_diffaccel import stats
+
+    out: dict[str, dict[str, float]] = {}
+    for figure in FIGURES:
+        diffs: dict[str, list[float]] = {}
+        noises: dict[str, list[float]] = {}
+        for job in jobs:
+            for test, per in pair_differences(job["versus"]).items():
+                diffs.setdefault(test, []).extend(per.get(figure, []))
+            for test, per in pair_differences(job["versus"], "error").items():
+                noises.setdefault(test, []).extend(per.get(figure, []))
+        tests = [t for t, v in diffs.items() if len(v) >= 2]
+        if len(tests) < 3:
+            continue
+        variances = [sum(x * x for x in diffs[t]) / len(diffs[t]) for t in tests]
+        dofs = [float(len(diffs[t])) for t in tests]
+        known = [stats_mean(noises.get(t)) for t in tests]
+        typical = stats_mean([n for n in known if n is not None]) or 0.0
+        noise = [typical if n is None else n for n in known]
+        total = sum(dofs)
+        mean_variance = sum(d * v for v, d in zip(variances, dofs, strict=True)) / total
+        between = max(
+            sum(d * (v - n) for v, d, n in zip(variances, dofs, noise, strict=True)) / total,
+            judge.BETWEEN_FLOOR * mean_variance,
+        )
+        _, dof = stats.variance_prior(
+            [v / (between + n) for v, n in zip(variances, noise, strict=True)], dofs, max_dof=1e6
+        )
+        out[figure] = {"dof": dof, "tests": len(tests), "pairs_per_test": total / len(tests)}
+    return out
+
+
+def rejudged(job: dict) -> str:
+    """The job's recorded pairs judged by today's rule (versus.decide, no pair bought: the job can't be rerun):
+    which tests fail the latency gate."""
+    runs = job["versus"]["runs"]
+    numbers = sorted({r["pair"] for r in runs})
+    tests = sorted({t for r in runs for t in r["tests"]})
+
+    def figures_of(arm: str, number: int, test: str) -> figures.RunFigures | None:
+        run = next((r for r in runs if r["arm"] == arm and r["pair"] == number), None)
+        found = (run or {}).get("tests", {}).get(test)
+        if not found or found.get("median") is None:
+            return None
+        return figures.RunFigures(
+            test, test, str(found.get("outcome", "passed")), figure="ratio" if found.get("ratio") else "median",
+            ratio=found.get("ratio"), median=found.get("median"), ratio_error=found.get("ratio_error"),
+            median_error=found.get("median_error"),
+        )  # fmt: skip
+
+    arms = {t: ([figures_of("base", n, t) for n in numbers], [figures_of("head", n, t) for n in numbers]) for t in tests}
+    priors = decide.priors_of(arms)
+    cap = job["pairs"] * MAX_PAIRS_FACTOR
+    failed = [
+        t.split("[")[-1].rstrip("]")
+        for t in tests
+        if any(g.name == "latency" and not g.passed for g in decide.decide(t, *arms[t], priors, None, LIMITS, "base", False, cap).gates)
+    ]
+    return f"fails {', '.join(failed)}" if failed else "all pass"
+
+
 def stats_mean(values: list[float] | None) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -272,8 +341,8 @@ def stats_mean(values: list[float] | None) -> float | None:
 
 def simulate_job(model: dict, pairs: int, shifts: dict[str, dict[str, float]], rng: random.Random) -> tuple[set[str], int]:
     """One job: (the tests whose latency gate failed, pair-runs measured); more pairs for the undecided.
-    A run's rounds measure its own standard error as a run would: with ROUNDS rounds, a chi-square draw around
-    the test's measured rounds' variance (none where the model has none)."""
+    A run's rounds measure its own standard error as a run would: a chi-square draw on ERROR_DOF degrees of
+    freedom around the test's measured rounds' variance (none where the model has none)."""
     tests = sorted(model["tests"])
     cap = pairs * MAX_PAIRS_FACTOR
     draws: dict[str, list[dict[str, float]]] = {t: [] for t in tests}
@@ -289,7 +358,7 @@ def simulate_job(model: dict, pairs: int, shifts: dict[str, dict[str, float]], r
                 draw = {f: common[f] + rng.gauss(0.0, own.get(f, 0.02)) + shift.get(f, 0.0) for f in FIGURES}
                 for f, noise in model.get("noise", {}).get(t, {}).items():  # each run's error, as its rounds tell it
                     for arm in ("base", "head"):
-                        draw[f"{f}_{arm}_error"] = math.sqrt(noise / 2 * rng.gammavariate((ROUNDS - 1) / 2, 2) / (ROUNDS - 1))
+                        draw[f"{f}_{arm}_error"] = math.sqrt(noise / 2 * rng.gammavariate(ERROR_DOF / 2, 2) / ERROR_DOF)
                 draws[t].append(draw)
             runs += 2 * len(which)
 
@@ -381,26 +450,28 @@ def render(data: dict) -> str:
         "",
         "## Real jobs",
         "",
-        "| job | command | pairs | runs | outcome | job wall | runs' own sessions | overhead |",
-        "|---|---|---|---|---|---|---|---|",
+        "| job | command | pairs | runs | outcome | today's rule on its pairs | job wall | runs' own sessions | overhead |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for job in data["jobs"]:
         if not job["job_seconds"]:
             failed = [f"{t}: {v}" for t, v in job["verdicts"].items() if v and v.startswith("FAIL")]
             outcome = job["pytest_summary"] + (f" ({'; '.join(failed)})" if failed else "")
-            lines.append(f"| {job['kind']} ({job['note']}) | `{job['command']}` | {job['pairs']} | {job['runs']} | {outcome} | - | - | - |")
+            lines.append(f"| {job['kind']} ({job['note']}) | `{job['command']}` | {job['pairs']} | {job['runs']} | {outcome} | {rejudged(job)} | - | - | - |")
             continue
         overhead = job["job_seconds"] / job["runs_session_seconds"] if job["runs_session_seconds"] else float("nan")
         failed = [f"{t}: {v}" for t, v in job["verdicts"].items() if v and v.startswith("FAIL")]
         outcome = job["pytest_summary"] + (f" ({'; '.join(failed)})" if failed else "")
         lines.append(
             f"| {job['kind']} ({job['note']}) | `{job['command']}` | {job['pairs']} | {job['runs']} | {outcome} | "
-            f"{job['job_seconds']:.0f} s | {job['runs_session_seconds']:.0f} s | {overhead:.2f}x |"
+            f"{rejudged(job)} | {job['job_seconds']:.0f} s | {job['runs_session_seconds']:.0f} s | {overhead:.2f}x |"
         )
     lines += [
         "",
         "Overhead: the job's wall time over the sum of its runs' own pytest sessions (the worktree, the base's",
-        "collection, each process's start and imports, the judging).",
+        "collection, each process's start and imports, the judging). Today's rule on its pairs: the job's recorded",
+        "pairs judged by the rule as it is now (`versus.decide`; no pair can be bought after the fact), which tests",
+        "fail the latency gate.",
         "",
         f"## Simulated jobs ({sim['jobs_per_scenario']} per row, at the measured pair spreads)",
         "",
@@ -429,14 +500,17 @@ def render(data: dict) -> str:
         culprits = sorted(default["aa_false_alarm_tests"].items(), key=lambda kv: -kv[1])
         typical_ratio = sorted(v["ratio"] for v in sim["model"]["tests"].values() if "ratio" in v)
         middle = typical_ratio[len(typical_ratio) // 2]
+        noise = sim["model"].get("noise", {})
+
+        def rounds(test: str) -> str:
+            value = noise.get(test, {}).get("ratio")
+            return "" if value is None else f", its rounds' {math.sqrt(value):.1%} of it"
+
         verdict += " At the default, the A/A false alarms came from " + ", ".join(
             f"{test.split('[')[-1].rstrip(']')} ({count} of {sim['jobs_per_scenario']} jobs; its own pair spread "
-            f"{sim['model']['tests'][test].get('ratio', 0):.1%}, the typical {middle:.1%})"
+            f"{sim['model']['tests'][test].get('ratio', 0):.1%}{rounds(test)}, the typical {middle:.1%})"
             for test, count in culprits[:3]
-        ) + (
-            ": a test whose spread is far above the typical one is judged with a spread moderated toward the "
-            "typical, too narrow for it (an open question of the rule, #29)."
-        )
+        ) + "."
     if default:
         verdict += (
             f" The default, {default_pairs} pairs ({default['aa_runs']:.1f} matrix runs in an A/A job), catches +15% "
@@ -450,6 +524,20 @@ def render(data: dict) -> str:
             "too wide for it."
         )
     lines += ["", verdict]
+    pooled = pooled_prior([j for j in data["jobs"] if j["kind"] == "aa"])
+    if pooled:
+        lines += [
+            "",
+            "How alike the tests are: the real A/A jobs' pairs, pooled per test ("
+            + ", ".join(
+                f"{'ratio' if f == 'ratio' else 'seconds'}: {v['tests']} tests, {v['pairs_per_test']:.1f} pairs a test"
+                for f, v in pooled.items()
+            )
+            + "), fit a typical spread worth "
+            + " and ".join(f"{v['dof']:.1f} pairs on {'the ratio' if f == 'ratio' else 'seconds'}" for f, v in pooled.items())
+            + f"; the gate counts it as {judge.MAX_PAIR_PRIOR_DOF:g} pairs at most (`judge.MAX_PAIR_PRIOR_DOF`): a job's "
+            "own starting pairs, one degree of freedom each, can't tell how unalike its tests are.",
+        ]
     shared = sim["model"]["shared"]
     typical = {f: sorted(v[f] for v in sim["model"]["tests"].values() if f in v) for f in FIGURES}
     lines += [
@@ -458,9 +546,13 @@ def render(data: dict) -> str:
         f"interleaved fp32 {shared['ratio']:.2%}, seconds {shared['median']:.2%}) plus the test's own "
         f"(median over the tests: ratio {typical['ratio'][len(typical['ratio']) // 2]:.2%}, seconds "
         f"{typical['median'][len(typical['median']) // 2]:.2%}), from the real A/A jobs above, each test's "
-        "moderated toward the typical spread as the gate does. A slowdown in one technique moves its ratio and "
+        "moderated as the gate does. Each run measures its own standard error from its rounds, drawn around what "
+        "the A/A jobs that kept them measured for the test (chi-square on "
+        f"{ERROR_DOF:.1f} degrees of freedom: {ROUNDS} rounds, a MAD's efficiency), and the gate expects the "
+        "test's pairs to scatter by the job's between-run spread plus that. A slowdown in one technique moves its ratio and "
         "its seconds; a slowdown of every test moves the seconds only. Undecided tests get two more pairs at a "
-        f"time up to {sim.get('cap_factor', 3)} times the starting pairs, as a job does.",
+        f"time up to {sim.get('cap_factor', 3)} times the starting pairs, and a test significant on its starting "
+        "pairs two more to confirm it, as a job does.",
         "",
     ]
     return "\n".join(lines)

@@ -157,8 +157,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "base_runs",
         parse_positive_int,
-        "pairs of runs (one of each arm) a base-vs-head job starts with (default 2); undecided tests get two "
-        "more at a time, up to five times this",
+        "pairs of runs (one of each arm) a base-vs-head job starts with (default 3, the fewest that met the "
+        "targets in docs/base-vs-head.md); undecided tests, and a failure to confirm, get two more at a time, "
+        "up to five times this",
         metavar="N",
     ),
     Option(
@@ -366,7 +367,7 @@ DEFAULTS: Mapping[str, Any] = {
     "history": 10,
     "base": None,
     "base_python": None,
-    "base_runs": 2,
+    "base_runs": 3,
     "max_slowdown": 0.10,
     "max_compile_increase": 0.50,
     "fidelity_seeds": 2,
@@ -419,7 +420,7 @@ class Settings:
     history: int = 10
     base: str | None = None
     base_python: str | None = None
-    base_runs: int = 2
+    base_runs: int = 3
     max_slowdown: float = 0.10
     max_compile_increase: float = 0.50
     fidelity_seeds: int = 2

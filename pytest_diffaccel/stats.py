@@ -123,7 +123,9 @@ def student_isf(p: float, dof: float) -> float:
 MAX_PRIOR_DOF = 20.0  # the typical variance counts as at most this many runs, however alike the tests are
 
 
-def variance_prior(variances: Sequence[float], dofs: Sequence[float]) -> tuple[float, float]:
+def variance_prior(
+    variances: Sequence[float], dofs: Sequence[float], max_dof: float = MAX_PRIOR_DOF
+) -> tuple[float, float]:
     """The typical variance s0^2 of many tests and its degrees of freedom d0, from each test's own
     variance and its degrees of freedom (Smyth 2004, "Linear models and empirical Bayes methods for
     assessing differential expression", section 6: the moments of log s^2; limma's ``fitFDist``).
@@ -131,7 +133,8 @@ def variance_prior(variances: Sequence[float], dofs: Sequence[float]) -> tuple[f
     tests as different as a CPU's techniques a small one (it says little): moderating each test's
     variance with weight d0, ``(d0 s0^2 + d s^2) / (d0 + d)``, and judging with Student's t on
     ``d0 + d`` degrees of freedom keeps the false-alarm rate at alpha in both cases. d0 is at most
-    ``MAX_PRIOR_DOF``, so that one test much noisier than alike others keeps a say in its own spread."""
+    ``max_dof`` (``MAX_PRIOR_DOF`` unless given), so that one test much noisier than alike others keeps a say in
+    its own spread."""
     pairs = [(v, d) for v, d in zip(variances, dofs, strict=True) if v > 0 and d > 0]
     if len(pairs) < 2:
         raise ValueError("variance_prior needs at least two tests with a positive variance")
@@ -140,7 +143,7 @@ def variance_prior(variances: Sequence[float], dofs: Sequence[float]) -> tuple[f
     centred = [math.log(v) - float(digamma(d / 2.0)) + math.log(d / 2.0) for v, d in pairs]
     typical = mean(centred)
     excess = statistics.variance(centred) - mean([float(polygamma(1, d / 2.0)) for _, d in pairs])
-    prior_dof = MAX_PRIOR_DOF if excess <= 0 else min(2.0 * trigamma_inverse(excess), MAX_PRIOR_DOF)
+    prior_dof = max_dof if excess <= 0 else min(2.0 * trigamma_inverse(excess), max_dof)
     variance = math.exp(typical + float(digamma(prior_dof / 2.0)) - math.log(prior_dof / 2.0))
     return variance, prior_dof
 

@@ -45,6 +45,22 @@ def _prior(sigma: float = 0.01, dof: float = 20.0) -> judge.PairPrior:
     return judge.PairPrior(sigma, dof, 20)
 
 
+def test_a_significant_slowdown_on_the_starting_pairs_is_confirmed_by_the_next_pairs_before_it_fails():
+    """As the history gate confirms a suspect block: two pairs that agree beyond max-slowdown ask for two more
+    (a cap of 10 means 2 starting pairs), and the four judged together fail; without pairs left, they fail."""
+    slower = [math.log(1.25), math.log(1.27)]
+    rule = {"max_slowdown": 0.10, "alpha": 5e-4}
+    first = judge.compare(slower, _prior(), "ratio", **rule, can_grow=True, cap=10)
+    assert first.state == "more" and not first.regression
+    assert "confirming with more pairs (a failure needs 4)" in first.reason
+    four = [*slower, math.log(1.24), math.log(1.26)]
+    confirmed = judge.compare(four, _prior(), "ratio", **rule, can_grow=True, cap=10)
+    assert confirmed.state == "fail" and confirmed.regression
+    assert judge.compare(slower, _prior(), "ratio", **rule, can_grow=False, cap=10).regression  # nothing left
+    gone = judge.compare([*slower, -0.05, -0.04], _prior(), "ratio", **rule, can_grow=True, cap=10)
+    assert not gone.regression  # the confirming pairs disagree: the four together decide
+
+
 def test_a_clean_pair_passes_and_a_slowdown_beyond_max_slowdown_fails():
     clean = judge.compare([0.004, -0.006], _prior(), "ratio", max_slowdown=0.10, alpha=5e-4, can_grow=True)
     assert clean.state == "pass" and not clean.regression and "inside max-slowdown" in clean.reason
@@ -109,8 +125,8 @@ def test_a_test_whose_rounds_scatter_is_expected_to_scatter_in_its_pairs_and_two
     assert "expected" in judged.spread_text()
     # held to the typical test's spread, as the rule was before its rounds counted, the same pairs failed it
     assert judge.compare(noisy_pairs, judge.pair_prior(differences), "ratio", **rule).regression
-    # its rounds' scatter widens what it is held to, it does not blind it: +60% twice still fails
-    assert judge.compare([0.47, 0.47], prior, "ratio", **rule, noise=noises[-1]).regression
+    # its rounds' scatter widens what it is held to, it does not blind it: +60% in four pairs fails
+    assert judge.compare([0.47] * 4, prior, "ratio", **rule, noise=noises[-1]).regression
 
 
 def test_without_the_rounds_noise_the_prior_is_the_typical_pair_spread_as_before():
@@ -118,7 +134,8 @@ def test_without_the_rounds_noise_the_prior_is_the_typical_pair_spread_as_before
 
     differences = [[0.01, -0.01], [0.02, 0.0], [0.0, 0.015], [0.005, -0.004], [0.03, -0.02]]
     prior = judge.pair_prior(differences)
-    variance, dof = stats.variance_prior([float(sum((x - sum(d) / 2) ** 2 for x in d)) for d in differences], [1] * 5)
+    variances = [float(sum((x - sum(d) / 2) ** 2 for x in d)) for d in differences]
+    variance, dof = stats.variance_prior(variances, [1] * 5, max_dof=judge.MAX_PAIR_PRIOR_DOF)
     assert prior.sigma == pytest.approx(math.sqrt(variance)) and prior.dof == pytest.approx(dof)
     assert prior.expected(None) == prior.sigma
 

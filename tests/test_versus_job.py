@@ -4,15 +4,17 @@ measured in one job on this machine (pytester, the tiny preset at the fast setti
 One job carries the behaviours that need timing, so that the suite pays for one job: against the base
 commit run by a wrapper interpreter that slows one technique (``--diffaccel-base-python`` and
 ``--diffaccel-base`` together), the head's real extra work in the UNet's forward fails ``latency`` naming
-the ratio and the base ref, its nudged scheduler fails ``picture vs base``, the wrapper's slowed technique
-reads ``faster``, an unchanged fp32 passes, a test added in the head is ``new in head``; the JSON report
-carries both arms' runs; the worktree and the job's folder are gone at the end. The bad inputs are usage
-errors before any timing, with nothing left behind.
+the ratio and the base ref (the user's package is installed editable, pointing at the head's ``src/``: the
+base arm imports the base's, or the job stops naming the module), its nudged scheduler fails ``picture vs
+base``, the wrapper's slowed technique reads ``faster``, an unchanged fp32 passes, a test added in the head
+is ``new in head``; the JSON report carries both arms' runs; the worktree and the job's folder are gone at
+the end. The bad inputs are usage errors before any timing, with nothing left behind.
 """
 
 from __future__ import annotations
 
 import json
+import site
 import subprocess
 import sys
 import tempfile
@@ -125,14 +127,33 @@ def job_folders() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("diffaccel-base-*")}
 
 
+def editable_install(src: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+    """The user's package installed editable (``pip install -e .`` of a src/ layout, as setuptools writes it): a
+    .pth naming the head's src/ folder in a site folder every process reads at its start (the user site of a
+    PYTHONUSERBASE of the test's own), and the folder on this process's path, as a start would have put it. A
+    base arm that let it win would import the head's package: the worktree must come first."""
+    if not site.ENABLE_USER_SITE:  # pragma: no cover - a virtualenv without user site: the flat layout would do
+        pytest.skip("no user site in this interpreter (a virtualenv): the editable install can't be emulated")
+    userbase = tmp_path_factory.mktemp("userbase")
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    folder = userbase / "lib" / version / "site-packages"
+    folder.mkdir(parents=True)
+    (folder / "__editable__.mypkg-0.1.pth").write_text(f"{src}\n")
+    monkeypatch.setenv("PYTHONUSERBASE", str(userbase))
+    monkeypatch.syspath_prepend(str(src))
+
+
 @pytest.fixture
 def repo(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> pytest.Pytester:
-    """A user's project (a package and its tests): the base commit, then the head commit that changes the
-    package's tweak and a technique of the conftest, and adds a test."""
+    """A user's project (a package in src/, installed editable, and its tests): the base commit, then the head
+    commit that changes the package's tweak and a technique of the conftest, and adds a test."""
     # this job's temporary folders in a folder of its own: another worker's job (pytest -n 2) makes its own meanwhile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("job-tmp")))
     git(pytester.path, "init", "-q")
-    package = pytester.mkpydir("mypkg")
+    package = pytester.path / "src" / "mypkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    editable_install(pytester.path / "src", monkeypatch, tmp_path_factory)
     (package / "tweaks.py").write_text(BASE_TWEAKS)
     pytester.makeconftest(BASE_CONFTEST)
     pytester.makepyfile(test_speed=TEST + GONE_TEST)
@@ -182,7 +203,9 @@ def test_the_head_is_judged_against_the_base_measured_in_the_same_job(repo: pyte
     # the head's extra work: latency, with the ratio and the base ref, and the component that moved
     assert "latency gate failed: relative to the interleaved fp32, " in out
     tweak = next(line for line in out.splitlines() if line.strip().startswith("tweak: latency:"))
-    assert "slower (1 pair; 95% CI" in tweak and f"vs base HEAD~1 @ {sha}" in tweak and "denoiser" in tweak
+    # significant on its one starting pair, confirmed by the two after it (a failure needs two pairs at least)
+    assert "slower (3 pairs: " in tweak and f"vs base HEAD~1 @ {sha}" in tweak and "denoiser" in tweak
+    assert "not decided after 1 pair: 2 more pairs for them only" in out
     # the nudged scheduler: the picture against the base's, with the tolerance and where it came from
     nudged = next(line for line in out.splitlines() if line.strip().startswith("nudged: picture vs base:"))
     assert "picture changed vs base: SSIM" in nudged and "one base run" in nudged

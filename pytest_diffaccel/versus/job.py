@@ -3,7 +3,7 @@
 1. Before any timing (``prepare``): the base's commit and worktree, or its interpreter, checked;
    one collection of the base arm (``--collect-only``): a base that does not import, whose conftest
    fails, or that would run the head's code is a usage error (exit 4), and nothing is left behind.
-2. ``--diffaccel-base-runs`` pairs (default 2), in balanced random order (schedule.py), every run a
+2. ``--diffaccel-base-runs`` pairs (default 3), in balanced random order (schedule.py), every run a
    fresh process with the whole selection.
 3. Each test decided (decide.py). A test not decided yet gets more pairs, and only such a test: two
    at a time (one balanced A B B A unit), with only the undecided tests selected, up to
@@ -28,10 +28,9 @@ from . import arms as arms_module
 from .arms import Arm, ArmError, ArmRun
 from .decide import Arms, Decision, Limits, decide, priors_of
 from .figures import RunFigures
-from .judge import PictureChange, picture_tolerance
+from .judge import MAX_PAIRS_FACTOR, PictureChange, picture_tolerance
 from .schedule import BASE, HEAD, order
 
-MAX_PAIRS_FACTOR = 5  # the cap: five times the pairs a job starts with (docs/base-vs-head.md: what 3 missed)
 GROWTH = 2  # pairs added at a time for the undecided: one balanced unit
 
 

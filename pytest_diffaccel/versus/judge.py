@@ -52,6 +52,14 @@ IDENTICAL_SSIM = 1e-6  # 1 - SSIM of identical pictures is 0 up to float roundin
 PICTURE_WIDEN = 2.0  # the head may move twice as far as the base's own runs moved apart
 ONE_RUN_TOLERANCE = 0.002  # one base run: no evidence of its own; the history gate's tight tolerance
 BETWEEN_FLOOR = 0.1  # the between-run variance is at least this share of the tests' mean pair variance
+# What the typical spread counts as, at most, in pairs. A job's own pairs (one degree of freedom each at the
+# start) can't tell its tests apart, and their fit reached the history's cap of 20 in every job; the three real
+# A/A jobs' pairs pooled per test (6 to 14 a test) fit 9.8 on the ratio and 8.5 on seconds on this project's
+# CPU (benchmarks/base_vs_head.py, docs/base-vs-head.md): at 20, the typical spread held fp16 (pairs 2.4x as
+# wide) to too narrow a spread, and a simulated A/A job failed 2.7% of the time; at 8, 1.2%.
+MAX_PAIR_PRIOR_DOF = 8.0
+MAX_PAIRS_FACTOR = 5  # the cap: five times the pairs a job starts with (docs/base-vs-head.md: what 3 missed)
+CONFIRM_FACTOR = 2  # a test fails on twice the starting pairs at least: the pairs after the first confirm
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,9 @@ def pair_prior(differences: Iterable[Sequence[float]], noises: Iterable[float | 
     # what the pairs scatter by beyond their runs' own rounds; floored, so that a test whose rounds measured
     # no scatter is never expected to have none
     between = max(sum(d * (v - n) for v, d, n in rows) / total, BETWEEN_FLOOR * spread)
-    scale, dof = stats.variance_prior([v / (between + n) for v, _, n in rows], [d for _, d, _ in rows])
+    scale, dof = stats.variance_prior(
+        [v / (between + n) for v, _, n in rows], [d for _, d, _ in rows], max_dof=MAX_PAIR_PRIOR_DOF
+    )
     return PairPrior(
         math.sqrt(scale * (between + typical_noise)), dof, len(own), between=between, scale=scale, noise=typical_noise
     )
@@ -196,11 +206,17 @@ def compare(
     half = stats.student_isf(0.025, dof) * se
     threshold = math.log1p(max_slowdown)
     suspect = math.log1p(max_slowdown * SUSPECT_FRACTION)
-    regression = d > threshold and p_slower < alpha
+    significant = d > threshold and p_slower < alpha
+    # confirmation, as the history gate confirms a suspect block: a test significant on the starting pairs fails
+    # only once the pairs after them agree (twice the starting pairs, all judged together); two pairs that
+    # happen to agree can't tell a test whose pairs scatter more than its job's tests (fp16 emulated on a CPU)
+    confirm_at = CONFIRM_FACTOR * max(1, (cap or 0) // MAX_PAIRS_FACTOR) if cap else 0
+    confirming = significant and can_grow and n < confirm_at
+    regression = significant and not confirming
     grown = max(cap or n, n)
     quantile_at_cap = stats.student_isf(alpha, weight + grown - 1)
     at_cap = quantile_at_cap * sigma / math.sqrt(grown)
-    beyond_open = d > threshold and not regression
+    beyond_open = d > threshold and not significant
     near_open = suspect < d <= threshold and d + half > threshold
     # beyond max-slowdown and not significant: always more pairs (a spread inflated by two unlucky pairs
     # must not close the question); near it: more pairs when the typical spread could tell 1.5x max-slowdown
@@ -211,6 +227,12 @@ def compare(
     if regression:
         state = "fail"
         reason = f"beyond max-slowdown {max_slowdown:.0%} and significant (p < alpha {alpha:g})"
+    elif confirming:
+        state = "more"
+        reason = (
+            f"beyond max-slowdown {max_slowdown:.0%} and significant after {n} pair{'s' if n != 1 else ''}: "
+            f"confirming with more pairs (a failure needs {confirm_at})"
+        )
     elif open_question and can_grow:
         state = "more"
         reason = f"not decided after {n} pair{'s' if n != 1 else ''}: more pairs"
