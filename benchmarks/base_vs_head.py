@@ -271,8 +271,6 @@ def pooled_prior(jobs: list[dict]) -> dict[str, dict[str, float]]:
     (stats.variance_prior, uncapped) on each figure's pair variances about zero (an A/A pair's expected log
     difference), each test's rounds' noise taken out as the gate does. A job's own starting pairs (one degree
     of freedom each) can't tell; judge.MAX_PAIR_PRIOR_DOF is set from this."""
-    from pytest_diffaccel import stats
-
     out: dict[str, dict[str, float]] = {}
     for figure in FIGURES:
         diffs: dict[str, list[float]] = {}
@@ -285,21 +283,10 @@ def pooled_prior(jobs: list[dict]) -> dict[str, dict[str, float]]:
         tests = [t for t, v in diffs.items() if len(v) >= 2]
         if len(tests) < 3:
             continue
-        variances = [sum(x * x for x in diffs[t]) / len(diffs[t]) for t in tests]
-        dofs = [float(len(diffs[t])) for t in tests]
-        known = [stats_mean(noises.get(t)) for t in tests]
-        typical = stats_mean([n for n in known if n is not None]) or 0.0
-        noise = [typical if n is None else n for n in known]
-        total = sum(dofs)
-        mean_variance = sum(d * v for v, d in zip(variances, dofs, strict=True)) / total
-        between = max(
-            sum(d * (v - n) for v, d, n in zip(variances, dofs, noise, strict=True)) / total,
-            judge.BETWEEN_FLOOR * mean_variance,
-        )
-        _, dof = stats.variance_prior(
-            [v / (between + n) for v, n in zip(variances, noise, strict=True)], dofs, max_dof=1e6
-        )
-        out[figure] = {"dof": dof, "tests": len(tests), "pairs_per_test": total / len(tests)}
+        own = [(sum(x * x for x in diffs[t]) / len(diffs[t]), float(len(diffs[t])), stats_mean(noises.get(t)))
+               for t in tests]  # fmt: skip
+        prior = judge.fit_prior(own, max_dof=1e6)
+        out[figure] = {"dof": prior.dof, "tests": len(tests), "pairs_per_test": sum(d for _, d, _ in own) / len(tests)}
     return out
 
 

@@ -147,9 +147,9 @@ def _pages(args: argparse.Namespace, reports: list[tuple[str, dict[str, Any]]], 
 def _html_modules_missing(args: argparse.Namespace) -> None:
     if args.html is None:
         return
-    import importlib.util
+    from .report import html_modules_missing
 
-    missing = [name for name in ("jinja2", "matplotlib") if importlib.util.find_spec(name) is None]
+    missing = html_modules_missing()
     if missing:
         raise MergeError(
             f"--html {args.html}: the HTML report needs {' and '.join(missing)}, which the plugin's base install "

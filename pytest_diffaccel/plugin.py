@@ -98,20 +98,11 @@ def _pin_worker_gpu(config: pytest.Config, settings: cfg.Settings) -> None:
     torch.cuda.set_device(gpus[number % len(gpus)])
 
 
-HTML_MODULES = ("jinja2", "matplotlib")  # the [html] extra
-
-
 def _require_html_modules(path: object) -> None:
     """--diffaccel-html needs the [html] extra: said before anything is timed, not at the session's end."""
-    import importlib.util
-    import sys
+    from .report import html_modules_missing
 
-    def absent(name: str) -> bool:
-        if name in sys.modules:
-            return sys.modules[name] is None
-        return importlib.util.find_spec(name) is None
-
-    missing = [name for name in HTML_MODULES if absent(name)]
+    missing = html_modules_missing()
     if missing:
         raise pytest.UsageError(
             f"--diffaccel-html {path}: the HTML report needs {' and '.join(missing)}, which the plugin's base "

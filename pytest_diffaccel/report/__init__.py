@@ -6,6 +6,22 @@ import os
 from pathlib import Path
 from typing import Any
 
+HTML_MODULES = ("jinja2", "matplotlib")  # the [html] extra
+
+
+def html_modules_missing() -> list[str]:
+    """The modules of the ``[html]`` extra this interpreter lacks: the HTML reports (a run's, a merge's) need
+    them, and say so before anything is timed or written."""
+    import importlib.util
+    import sys
+
+    def absent(name: str) -> bool:
+        if name in sys.modules:
+            return sys.modules[name] is None
+        return importlib.util.find_spec(name) is None
+
+    return [name for name in HTML_MODULES if absent(name)]
+
 
 def write_reports(state: Any) -> list[Path]:
     """Write every report the settings ask for; returns the paths written."""

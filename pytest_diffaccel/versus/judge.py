@@ -96,9 +96,16 @@ def pair_prior(differences: Iterable[Sequence[float]], noises: Iterable[float | 
         if len(diffs) >= 2:
             variance = statistics.variance(diffs)
             if variance > 0:
-                own.append((variance, len(diffs) - 1, noise))
+                own.append((variance, float(len(diffs) - 1), noise))
     if len(own) < MIN_PRIOR_TESTS:
         return PairPrior(None, 0.0, len(own))
+    return fit_prior(own, MAX_PAIR_PRIOR_DOF)
+
+
+def fit_prior(own: Sequence[tuple[float, float, float | None]], max_dof: float) -> PairPrior:
+    """The prior from each test's (pair variance, its degrees of freedom, its rounds' noise or None): the
+    between-run variance (DerSimonian-Laird's moment estimate, floored), then limma's fit of what the two
+    together under- or overstate and how many pairs the expectation is worth (at most ``max_dof``)."""
     known = [n for _, _, n in own if n is not None]
     typical_noise = stats.mean(known) if known else 0.0
     rows = [(v, d, typical_noise if n is None else n) for v, d, n in own]
@@ -108,7 +115,7 @@ def pair_prior(differences: Iterable[Sequence[float]], noises: Iterable[float | 
     # no scatter is never expected to have none
     between = max(sum(d * (v - n) for v, d, n in rows) / total, BETWEEN_FLOOR * spread)
     scale, dof = stats.variance_prior(
-        [v / (between + n) for v, _, n in rows], [d for _, d, _ in rows], max_dof=MAX_PAIR_PRIOR_DOF
+        [v / (between + n) for v, _, n in rows], [d for _, d, _ in rows], max_dof=max_dof
     )
     return PairPrior(
         math.sqrt(scale * (between + typical_noise)), dof, len(own), between=between, scale=scale, noise=typical_noise
